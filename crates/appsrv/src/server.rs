@@ -1,0 +1,172 @@
+//! The HTTP face of the store: `PUT`, `GET` (with ranges) and `HEAD` on
+//! `/v1/blobs/sha256:<hex>`, plus `/health`. Uploads need the bearer token the server was started
+//! with; downloads are open (a digest names exactly one content).
+
+use crate::store::{BlobStore, PutOutcome, StoreError};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::sync::Arc;
+use tabbify_wire::app::ArtifactDigest;
+use tabbify_wire::{ErrorBody, ErrorCode};
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
+
+pub struct AppsrvState {
+    pub store: BlobStore,
+    /// Bearer token for uploads; `None` disables uploads.
+    pub upload_token: Option<String>,
+}
+
+pub fn router(state: Arc<AppsrvState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route(
+            "/v1/blobs/{digest}",
+            get(download).head(download).put(upload),
+        )
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// A refused request: status plus the JSON error body.
+struct ApiError(StatusCode, ErrorBody);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+fn error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
+    ApiError(status, ErrorBody::new(code, message)).into_response()
+}
+
+fn parse_digest(text: &str) -> Result<ArtifactDigest, ApiError> {
+    ArtifactDigest::parse(text).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            ErrorBody::new(ErrorCode::BadRequest, e.to_string()),
+        )
+    })
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok", "version": tabbify_wire::SOFTWARE_VERSION}))
+}
+
+async fn download(
+    State(st): State<Arc<AppsrvState>>,
+    Path(digest): Path<String>,
+    req: Request,
+) -> Response {
+    let digest = match parse_digest(&digest) {
+        Ok(d) => d,
+        Err(r) => return r.into_response(),
+    };
+    let path = st.store.path_of(&digest);
+    if !path.is_file() {
+        return error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("no blob {digest}"),
+        );
+    }
+    match ServeFile::new(path).oneshot(req).await {
+        Ok(resp) => resp.map(Body::new),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            e.to_string(),
+        ),
+    }
+}
+
+fn authorised(headers: &HeaderMap, token: Option<&str>) -> Result<(), ApiError> {
+    let refuse = |status, code, msg: &str| Err(ApiError(status, ErrorBody::new(code, msg)));
+    let Some(token) = token else {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            "uploads are disabled on this server (start it with --upload-token-file)",
+        );
+    };
+    let sent = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match sent {
+        None => refuse(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "an upload needs `Authorization: Bearer <upload token>`",
+        ),
+        Some(s) if constant_time_eq(s.trim().as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => refuse(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "the upload token is not valid",
+        ),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn upload(
+    State(st): State<Arc<AppsrvState>>,
+    Path(digest): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(r) = authorised(&headers, st.upload_token.as_deref()) {
+        return r.into_response();
+    }
+    let digest = match parse_digest(&digest) {
+        Ok(d) => d,
+        Err(r) => return r.into_response(),
+    };
+    match st.store.put(&digest, body.into_data_stream()).await {
+        Ok(PutOutcome::Created) => {
+            tracing::info!(%digest, "blob stored");
+            (
+                StatusCode::CREATED,
+                Json(serde_json::json!({"digest": digest})),
+            )
+                .into_response()
+        }
+        Ok(PutOutcome::Existed) => {
+            (StatusCode::OK, Json(serde_json::json!({"digest": digest}))).into_response()
+        }
+        Err(e @ StoreError::Mismatch { .. }) => {
+            tracing::warn!(error = %e, "upload refused");
+            error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                e.to_string(),
+            )
+        }
+        Err(e @ StoreError::TooLarge { .. }) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            e.to_string(),
+        ),
+        Err(e @ StoreError::Body(_)) => error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            e.to_string(),
+        ),
+        Err(e @ StoreError::Io { .. }) => {
+            tracing::error!(error = %e, "upload failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::Internal,
+                e.to_string(),
+            )
+        }
+    }
+}

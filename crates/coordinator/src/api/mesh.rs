@@ -1,0 +1,232 @@
+//! The mesh API nodes use: register, heartbeat, the roster and its watch stream.
+
+use super::error::ApiError;
+use super::extract::{Bearer, JsonBody, bearer};
+use super::require_admin;
+use crate::registration::{self, Admission};
+use crate::service::Service;
+use crate::store::{HeartbeatOutcome, RegisterCommand, Registered};
+use crate::watch;
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use rand::Rng;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tabbify_wire::mesh::{
+    HeartbeatRequest, HeartbeatResponse, Peer, RegisterRequest, RegisterResponse,
+};
+use tabbify_wire::{Tag, Timestamp};
+
+/// SSE comment interval that keeps idle watch connections (and proxies) from timing out.
+const WATCH_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+pub async fn register(
+    State(svc): State<Arc<Service>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<RegisterRequest>,
+) -> Result<Json<RegisterResponse>, ApiError> {
+    let req = registration::validate_register(req).map_err(|e| {
+        svc.metrics.registration("refused");
+        ApiError::bad_request(e.0)
+    })?;
+    let join_token = match bearer(&headers) {
+        Bearer::Absent => None,
+        // Sent but not a bearer value: checked (and refused) like any malformed token.
+        Bearer::NotBearer => Some(String::new()),
+        Bearer::Value(v) => Some(v),
+    };
+    let cmd = RegisterCommand {
+        request: req,
+        join_token,
+        open_join: svc.settings.open_join,
+        alloc_start: rand::rng().random_range(1..=u16::MAX),
+    };
+    let result = svc
+        .write(move |store, sink| {
+            let out = store.register(cmd, Timestamp::now());
+            if let Ok(Registered {
+                event: Some(ev), ..
+            }) = &out
+            {
+                sink.push(ev.clone());
+            }
+            out
+        })
+        .await?;
+    let reg = result.map_err(|e| {
+        svc.metrics.registration("refused");
+        tracing::info!(remote = %remote, error = %e, "registration refused");
+        ApiError::from(e)
+    })?;
+    log_admission(&svc, &reg, remote);
+    Ok(Json(RegisterResponse {
+        peer_id: reg.peer.peer_id,
+        ula: reg.peer.ula,
+        subnet: reg.peer.subnet,
+        mesh_prefix: svc.settings.mesh,
+        heartbeat_interval_secs: svc.settings.heartbeat_interval_secs(),
+        peer_credential: reg.credential,
+        observed_addr: Some(remote.ip().to_canonical()),
+        revision: reg.revision,
+    }))
+}
+
+fn log_admission(svc: &Service, reg: &Registered, remote: SocketAddr) {
+    let p = &reg.peer;
+    match &reg.admission {
+        Admission::Returning => {
+            svc.metrics.registration("rejoined");
+            tracing::info!(peer_id = %p.peer_id, name = %p.display_name, ula = %p.ula, %remote, "peer re-registered");
+        }
+        Admission::Token { token_id } => {
+            svc.metrics.registration("joined");
+            tracing::info!(peer_id = %p.peer_id, name = %p.display_name, ula = %p.ula, %remote, token = %token_id, "peer joined");
+        }
+        Admission::Open => {
+            svc.metrics.registration("joined");
+            tracing::warn!(peer_id = %p.peer_id, name = %p.display_name, ula = %p.ula, %remote, "peer joined WITHOUT a join token (--open-join)");
+        }
+    }
+}
+
+pub async fn heartbeat(
+    State(svc): State<Arc<Service>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<HeartbeatRequest>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    let Bearer::Value(credential) = bearer(&headers) else {
+        svc.metrics.heartbeat("refused");
+        return Err(ApiError::unauthorized(
+            "a heartbeat needs `Authorization: Bearer <peer credential>` (returned by register)",
+        ));
+    };
+    let req = registration::validate_heartbeat(req).map_err(|e| {
+        svc.metrics.heartbeat("refused");
+        ApiError::bad_request(e.0)
+    })?;
+    let result = svc
+        .write(move |store, sink| {
+            let out = store.heartbeat(&credential, &req, Timestamp::now());
+            if let Ok(HeartbeatOutcome {
+                event: Some(ev), ..
+            }) = &out
+            {
+                sink.push(ev.clone());
+            }
+            out
+        })
+        .await?;
+    match result {
+        Ok(out) => {
+            svc.metrics.heartbeat("ok");
+            Ok(Json(HeartbeatResponse {
+                heartbeat_interval_secs: svc.settings.heartbeat_interval_secs(),
+                revision: out.revision,
+                observed_addr: Some(remote.ip().to_canonical()),
+            }))
+        }
+        Err(e) => {
+            svc.metrics.heartbeat(match e {
+                crate::store::HeartbeatError::UnknownPeer => "unknown_peer",
+                _ => "refused",
+            });
+            Err(e.into())
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PeersQuery {
+    tag: Option<String>,
+}
+
+pub async fn list_peers(
+    State(svc): State<Arc<Service>>,
+    query: Result<Query<PeersQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let tag = match query.tag {
+        Some(t) => {
+            Some(Tag::new(t).map_err(|e| ApiError::bad_request(format!("tag filter: {e}")))?)
+        }
+        None => None,
+    };
+    let list = svc.read(move |s| s.peer_list(tag.as_ref())).await?;
+    // Serialised off the store lock, into a buffer sized for the roster (about 360 B a peer).
+    let mut body = Vec::with_capacity(64 + list.peers.len() * 400);
+    serde_json::to_writer(&mut body, &list).map_err(|e| ApiError::internal("listing peers", &e))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+pub async fn get_peer(
+    State(svc): State<Arc<Service>>,
+    Path(peer_id): Path<String>,
+) -> Result<Json<Peer>, ApiError> {
+    let id = peer_id.clone();
+    svc.read(move |s| s.peer(&id).cloned())
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no peer with id {peer_id:?}")))
+}
+
+pub async fn remove_peer(
+    State(svc): State<Arc<Service>>,
+    headers: HeaderMap,
+    Path(peer_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&svc, &headers)?;
+    let id = peer_id.clone();
+    let removed = svc
+        .write(move |store, sink| {
+            let out = store.remove_peer(&id, Timestamp::now());
+            if let Ok(Some(ev)) = &out {
+                sink.push(ev.clone());
+            }
+            out
+        })
+        .await??;
+    match removed {
+        Some(ev) => {
+            tracing::info!(peer_id = %peer_id, ula = %ev.peer.ula, revision = ev.revision, "peer removed by admin");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(ApiError::not_found(format!("no peer with id {peer_id:?}"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WatchQuery {
+    since: Option<String>,
+}
+
+pub async fn watch(
+    State(svc): State<Arc<Service>>,
+    headers: HeaderMap,
+    query: Result<Query<WatchQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    // A reconnecting EventSource sends Last-Event-ID with its original URL: the header is newer.
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("?").to_string());
+    let since = match last_event_id.or(query.since) {
+        None => None,
+        Some(text) => Some(text.trim().parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "since / Last-Event-ID must be a revision number (a non-negative integer), got {text:?}"
+            ))
+        })?),
+    };
+    let stream = watch::start(Arc::clone(&svc), since);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(WATCH_KEEP_ALIVE))
+        .into_response())
+}

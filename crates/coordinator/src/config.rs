@@ -1,0 +1,246 @@
+//! Command line and environment of `tabbify-coordinator`, and the checked configuration the
+//! server runs with.
+
+use crate::liveness::LivenessPolicy;
+use clap::builder::BoolishValueParser;
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default number of events the log keeps for watchers that resume.
+pub const DEFAULT_EVENT_LOG_CAPACITY: u64 = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The mesh coordinator: roster, addresses, join tokens, liveness and the watch stream.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "tabbify-coordinator", version)]
+pub struct CoordinatorArgs {
+    /// Address to serve HTTP on. Use port 0 for any free port (the ready line names it).
+    #[arg(long, env = "TABBIFY_COORDINATOR_LISTEN", default_value = "[::]:8888")]
+    pub listen: SocketAddr,
+
+    /// Where the database and the admin token live.
+    #[arg(
+        long,
+        env = "TABBIFY_COORDINATOR_DATA_DIR",
+        default_value = "/var/lib/tabbify-coordinator"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Serve plain HTTP on a non-loopback address (TLS/mTLS is not implemented yet). Labs only.
+    #[arg(long, env = "TABBIFY_COORDINATOR_INSECURE_NO_MTLS", value_parser = BoolishValueParser::new())]
+    pub insecure_no_mtls: bool,
+
+    /// Let nodes join without a join token. Anyone who can reach the port can join the mesh.
+    #[arg(long, env = "TABBIFY_COORDINATOR_OPEN_JOIN", value_parser = BoolishValueParser::new())]
+    pub open_join: bool,
+
+    /// How often nodes are told to send a heartbeat (e.g. 5s, 200ms).
+    #[arg(long, env = "TABBIFY_COORDINATOR_HEARTBEAT_INTERVAL", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// A node that misses this many heartbeat intervals is marked offline.
+    #[arg(
+        long,
+        env = "TABBIFY_COORDINATOR_OFFLINE_AFTER_MISSED",
+        default_value_t = 3
+    )]
+    pub offline_after_missed: u32,
+
+    /// An offline node keeps its address this long after its last heartbeat, then is removed.
+    #[arg(long, env = "TABBIFY_COORDINATOR_RETENTION", default_value = "7d",
+          value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+
+    /// Log format on stderr.
+    #[arg(
+        long,
+        env = "TABBIFY_COORDINATOR_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Roster events kept for resuming watchers (older ones get a snapshot instead).
+    #[arg(long, hide = true, default_value_t = DEFAULT_EVENT_LOG_CAPACITY)]
+    pub event_log_capacity: u64,
+}
+
+/// A configuration that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub open_join: bool,
+    pub insecure_no_mtls: bool,
+    pub liveness: LivenessPolicy,
+    pub event_log_capacity: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "refusing to serve plain HTTP on {0}, which is not a loopback address: TLS/mTLS is not \
+         implemented yet. Listen on 127.0.0.1 / [::1], or pass --insecure-no-mtls to accept \
+         unauthenticated, unencrypted traffic (labs only)"
+    )]
+    PlainHttpOnPublicAddress(SocketAddr),
+    #[error("--heartbeat-interval must be between 10ms and 1h, got {0}")]
+    HeartbeatInterval(String),
+    #[error("--offline-after-missed must be at least 1")]
+    OfflineAfterMissed,
+    #[error("--retention ({retention}) must be longer than the offline threshold ({offline})")]
+    Retention { retention: String, offline: String },
+    #[error("--event-log-capacity must be at least 1")]
+    EventLogCapacity,
+}
+
+impl CoordinatorArgs {
+    pub fn into_config(self) -> Result<CoordinatorConfig, ConfigError> {
+        if !self.listen.ip().is_loopback() && !self.insecure_no_mtls {
+            return Err(ConfigError::PlainHttpOnPublicAddress(self.listen));
+        }
+        if self.heartbeat_interval < Duration::from_millis(10)
+            || self.heartbeat_interval > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::HeartbeatInterval(
+                humantime::format_duration(self.heartbeat_interval).to_string(),
+            ));
+        }
+        if self.offline_after_missed == 0 {
+            return Err(ConfigError::OfflineAfterMissed);
+        }
+        let liveness = LivenessPolicy {
+            heartbeat_interval: self.heartbeat_interval,
+            offline_after_missed: self.offline_after_missed,
+            retention: self.retention,
+        };
+        if self.retention <= liveness.offline_after() {
+            return Err(ConfigError::Retention {
+                retention: humantime::format_duration(self.retention).to_string(),
+                offline: humantime::format_duration(liveness.offline_after()).to_string(),
+            });
+        }
+        if self.event_log_capacity == 0 {
+            return Err(ConfigError::EventLogCapacity);
+        }
+        Ok(CoordinatorConfig {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            open_join: self.open_join,
+            insecure_no_mtls: self.insecure_no_mtls,
+            liveness,
+            event_log_capacity: self.event_log_capacity,
+        })
+    }
+}
+
+/// Sends `tracing` output to stderr (stdout carries only the ready line). `RUST_LOG` filters;
+/// the default is `info`.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<CoordinatorConfig, ConfigError> {
+        let mut argv = vec!["tabbify-coordinator"];
+        argv.extend_from_slice(args);
+        CoordinatorArgs::try_parse_from(argv).unwrap().into_config()
+    }
+
+    #[test]
+    fn defaults_need_the_insecure_flag() {
+        let err = parse(&[]).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::PlainHttpOnPublicAddress("[::]:8888".parse().unwrap())
+        );
+        assert!(err.to_string().contains("--insecure-no-mtls"));
+        let cfg = parse(&["--insecure-no-mtls"]).unwrap();
+        assert_eq!(cfg.listen.port(), 8888);
+        assert_eq!(cfg.data_dir, PathBuf::from("/var/lib/tabbify-coordinator"));
+        assert_eq!(cfg.liveness.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(cfg.liveness.offline_after_missed, 3);
+        assert_eq!(cfg.liveness.retention, Duration::from_secs(7 * 24 * 3600));
+        assert!(!cfg.open_join);
+    }
+
+    #[test]
+    fn flags_parse_from_the_command_line() {
+        use clap::builder::TypedValueParser;
+        let cfg = parse(&["--listen", "0.0.0.0:1", "--insecure-no-mtls", "--open-join"]).unwrap();
+        assert!(cfg.open_join && cfg.insecure_no_mtls);
+        // Environment values like 1/yes/true are covered by clap's boolish parser.
+        assert!(
+            BoolishValueParser::new()
+                .parse_ref(&clap::Command::new("x"), None, std::ffi::OsStr::new("yes"))
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn loopback_is_always_allowed() {
+        for listen in ["127.0.0.1:0", "[::1]:9000", "127.0.0.2:1"] {
+            assert!(parse(&["--listen", listen]).is_ok(), "{listen}");
+        }
+        assert!(parse(&["--listen", "0.0.0.0:1"]).is_err());
+        assert!(parse(&["--listen", "10.0.0.1:1"]).is_err());
+    }
+
+    #[test]
+    fn durations_and_their_limits() {
+        let cfg = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--heartbeat-interval",
+            "200ms",
+            "--offline-after-missed",
+            "2",
+            "--retention",
+            "5s",
+        ])
+        .unwrap();
+        assert_eq!(cfg.liveness.heartbeat_interval, Duration::from_millis(200));
+        assert_eq!(cfg.liveness.offline_after(), Duration::from_millis(400));
+        let base = ["--listen", "127.0.0.1:0"];
+        let with = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            parse(&v)
+        };
+        assert!(matches!(
+            with(&["--heartbeat-interval", "1ms"]),
+            Err(ConfigError::HeartbeatInterval(_))
+        ));
+        assert_eq!(
+            with(&["--offline-after-missed", "0"]),
+            Err(ConfigError::OfflineAfterMissed)
+        );
+        assert!(matches!(
+            with(&["--retention", "10s"]),
+            Err(ConfigError::Retention { .. })
+        ));
+        assert!(
+            CoordinatorArgs::try_parse_from(["x", "--retention", "forever"]).is_err(),
+            "humantime rejects nonsense"
+        );
+    }
+}

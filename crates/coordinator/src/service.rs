@@ -1,0 +1,222 @@
+//! The async face of the store: one thread owns [`Store`] and runs the jobs handlers send it over
+//! a channel, one after another; new roster events are broadcast to watchers.
+//!
+//! A single owner serialises every change (revisions need that anyway), keeps SQLite off the
+//! async workers, and lets a burst of requests queue as messages instead of blocked threads.
+//! Events are broadcast by the owner right after the job that made them, so the broadcast order is
+//! the revision order and a watcher that subscribes before reading the log never misses one.
+
+use crate::liveness::LivenessPolicy;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+use crate::tokens::{self, SecretHash};
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+use tabbify_wire::mesh::RosterEvent;
+use tabbify_wire::{Ipv6Prefix, Timestamp};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How many events a slow watcher may fall behind before it re-reads the log.
+const BROADCAST_CAPACITY: usize = 4096;
+/// Jobs waiting for the store before senders wait too.
+const JOB_QUEUE: usize = 4096;
+
+type Job = Box<dyn FnOnce(&mut Store, &broadcast::Sender<RosterEvent>) + Send>;
+
+/// Fixed facts the handlers need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub open_join: bool,
+    pub liveness: LivenessPolicy,
+    pub mesh: Ipv6Prefix,
+    pub event_log_capacity: u64,
+    /// When this process started serving; liveness does not count time before it.
+    pub serving_since: Timestamp,
+}
+
+impl Settings {
+    /// The interval as the wire carries it (whole seconds, at least 1).
+    pub fn heartbeat_interval_secs(&self) -> u64 {
+        let d = self.liveness.heartbeat_interval;
+        (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the store task stopped unexpectedly: {0}")]
+    Task(String),
+}
+
+pub struct Service {
+    jobs: mpsc::Sender<Job>,
+    events: broadcast::Sender<RosterEvent>,
+    admin_hash: SecretHash,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    /// Cancelled when the server shuts down; ends watch streams.
+    pub shutdown: CancellationToken,
+}
+
+impl Service {
+    /// Starts the thread that owns `store`; it ends when the service is dropped.
+    pub fn new(store: Store, admin_token: &str, settings: Settings) -> Result<Self, ServiceError> {
+        Self::with_broadcast_capacity(store, admin_token, settings, BROADCAST_CAPACITY)
+    }
+
+    /// Like [`Service::new`] with a chosen broadcast depth (tests use a tiny one to force lag).
+    pub fn with_broadcast_capacity(
+        store: Store,
+        admin_token: &str,
+        settings: Settings,
+        capacity: usize,
+    ) -> Result<Self, ServiceError> {
+        let (events, _) = broadcast::channel(capacity.max(1));
+        let (jobs, queue) = mpsc::channel(JOB_QUEUE);
+        let broadcaster = events.clone();
+        std::thread::Builder::new()
+            .name("tabbify-store".into())
+            .spawn(move || own_store(store, queue, broadcaster))
+            .map_err(|e| ServiceError::Task(format!("cannot start the store thread: {e}")))?;
+        Ok(Self {
+            jobs,
+            events,
+            admin_hash: tokens::hash_secret(admin_token),
+            settings,
+            metrics: Metrics::new(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// True when `presented` is the admin token (constant-time).
+    pub fn is_admin(&self, presented: &str) -> bool {
+        tokens::hashes_equal(&tokens::hash_secret(presented), &self.admin_hash)
+    }
+
+    /// A receiver of every event committed after this call.
+    pub fn subscribe(&self) -> broadcast::Receiver<RosterEvent> {
+        self.events.subscribe()
+    }
+
+    /// Runs `f` on the store thread.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> T + Send + 'static,
+    {
+        self.write(move |store, _| f(store)).await
+    }
+
+    /// Runs `f` on the store thread; events `f` pushes into its second argument are broadcast
+    /// before the next job starts.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store, &mut Vec<RosterEvent>) -> T + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |store, broadcaster| {
+            let mut new_events = Vec::new();
+            let out = f(store, &mut new_events);
+            for ev in new_events {
+                // No receiver is fine: nobody is watching.
+                let _ = broadcaster.send(ev);
+            }
+            // The caller may have gone away (client disconnected); the change stands.
+            let _ = reply.send(out);
+        });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| ServiceError::Task("the store thread has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| ServiceError::Task("the store job panicked; see the log".into()))
+    }
+
+    /// Applies liveness and prunes the event log; called by the background task.
+    pub async fn liveness_tick(&self) -> Result<usize, ServiceError> {
+        let policy = self.settings.liveness;
+        let since = self.settings.serving_since;
+        let keep = self.settings.event_log_capacity;
+        self.write(move |store, sink| -> Result<usize, StoreError> {
+            let events = store.apply_liveness(&policy, since, Timestamp::now())?;
+            for ev in &events {
+                tracing::info!(
+                    peer_id = %ev.peer.peer_id,
+                    name = %ev.peer.display_name,
+                    kind = ev.kind.as_str(),
+                    revision = ev.revision,
+                    "liveness change"
+                );
+            }
+            let n = events.len();
+            sink.extend(events);
+            store.prune_events(keep)?;
+            Ok(n)
+        })
+        .await?
+        .map_err(ServiceError::from)
+    }
+
+    /// How often the background task runs: every second, or faster for short test intervals.
+    pub fn liveness_period(&self) -> Duration {
+        (self.settings.liveness.heartbeat_interval / 2)
+            .clamp(Duration::from_millis(5), Duration::from_secs(1))
+    }
+}
+
+/// The store thread: runs jobs in arrival order until every sender is gone. A panicking job is
+/// logged and dropped (its caller gets an error); the store updates memory only after a commit,
+/// so the state it leaves is still consistent with the file.
+fn own_store(
+    mut store: Store,
+    mut queue: mpsc::Receiver<Job>,
+    broadcaster: broadcast::Sender<RosterEvent>,
+) {
+    while let Some(job) = queue.blocking_recv() {
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut store, &broadcaster)));
+        if ran.is_err() {
+            tracing::error!("a store job panicked; continuing with the next one");
+        }
+    }
+    tracing::debug!("store thread finished");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(interval: Duration) -> Settings {
+        Settings {
+            open_join: false,
+            liveness: LivenessPolicy {
+                heartbeat_interval: interval,
+                offline_after_missed: 3,
+                retention: Duration::from_secs(3600),
+            },
+            mesh: "fd00:1:2::/48".parse().unwrap(),
+            event_log_capacity: 10,
+            serving_since: Timestamp(0),
+        }
+    }
+
+    #[test]
+    fn interval_on_the_wire_rounds_up_to_whole_seconds() {
+        assert_eq!(
+            settings(Duration::from_secs(5)).heartbeat_interval_secs(),
+            5
+        );
+        assert_eq!(
+            settings(Duration::from_millis(200)).heartbeat_interval_secs(),
+            1
+        );
+        assert_eq!(
+            settings(Duration::from_millis(5500)).heartbeat_interval_secs(),
+            6
+        );
+    }
+}

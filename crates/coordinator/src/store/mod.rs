@@ -1,0 +1,242 @@
+//! The coordinator's state: one SQLite file (WAL) and the in-memory view loaded from it.
+//!
+//! `Store` is the single owner of the roster, the join tokens, the address plan and the event
+//! log. Every change is one SQLite transaction; the in-memory maps are updated only after the
+//! commit succeeds, so a failed write leaves both the file and memory as they were. Callers hold
+//! it behind one mutex (see `service`), which also serialises revisions.
+
+mod events;
+mod listing;
+mod peers;
+mod schema;
+mod tokens;
+
+pub use events::EventsAfter;
+pub use listing::PeerListView;
+pub use peers::{HeartbeatError, HeartbeatOutcome, RegisterCommand, RegisterError, Registered};
+pub use tokens::{CreateTokenError, RevokeError};
+
+use crate::addressing::{self, SubnetId};
+use crate::tokens::SecretHash;
+use rand::Rng;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use tabbify_wire::mesh::{Peer, PeerId, RosterSnapshot};
+use tabbify_wire::{Ipv6Prefix, Tag, Timestamp};
+
+/// File name of the database inside the data dir.
+pub const DB_FILE: &str = "coordinator.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    // The cause is part of the message (not a `source`), so a `{:#}` chain does not repeat it.
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
+    #[error(
+        "database {path} has schema version {found}; this coordinator understands up to {supported}"
+    )]
+    SchemaTooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error("database holds an invalid record: {0}")]
+    Corrupt(String),
+    #[error("cannot encode a record: {0}")]
+    Encode(serde_json::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Sqlite(e)
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Encode(e)
+    }
+}
+
+/// One peer as the store keeps it: the public view plus what only the coordinator sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerRecord {
+    /// Shared so a roster listing copies pointers, not 10,000 peers, while holding the lock.
+    pub peer: Arc<Peer>,
+    pub subnet: SubnetId,
+    pub credential_hash: SecretHash,
+    /// Set when the peer joined with a tag-restricted token; enforced on every later update.
+    pub allowed_tags: Option<Vec<Tag>>,
+    pub join_token_id: Option<String>,
+}
+
+pub struct Store {
+    conn: Connection,
+    mesh: Ipv6Prefix,
+    revision: u64,
+    peers: HashMap<PeerId, PeerRecord>,
+    by_key: HashMap<String, PeerId>,
+    used: BTreeSet<SubnetId>,
+    /// The roster in address order with each peer's wire JSON, refreshed whenever the peer
+    /// changes (see `listing`).
+    listing: BTreeMap<SubnetId, listing::ListedPeer>,
+}
+
+impl Store {
+    /// Opens (creating when absent) the database at `path` and loads the roster.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path)?;
+        schema::configure(&conn)?;
+        schema::migrate(&mut conn, path)?;
+        let mesh = load_or_create_mesh_prefix(&conn)?;
+        let revision = events::current_revision(&conn)?;
+        let records = peers::load_all(&conn, mesh)?;
+        let mut store = Self {
+            conn,
+            mesh,
+            revision,
+            peers: HashMap::with_capacity(records.len()),
+            by_key: HashMap::with_capacity(records.len()),
+            used: BTreeSet::new(),
+            listing: BTreeMap::new(),
+        };
+        for rec in records {
+            store.remember(rec);
+        }
+        tracing::info!(
+            path = %path.display(),
+            mesh = %mesh,
+            peers = store.peers.len(),
+            revision,
+            "store opened"
+        );
+        Ok(store)
+    }
+
+    pub fn mesh_prefix(&self) -> Ipv6Prefix {
+        self.mesh
+    }
+
+    /// The revision of the last change (0 before the first).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// `(total, online)` peer counts.
+    pub fn counts(&self) -> (u64, u64) {
+        let online = self.peers.values().filter(|r| r.peer.online).count();
+        (self.peers.len() as u64, online as u64)
+    }
+
+    pub fn peer(&self, peer_id: &str) -> Option<&Peer> {
+        self.peers.get(peer_id).map(|r| &*r.peer)
+    }
+
+    pub fn snapshot(&self) -> RosterSnapshot {
+        let list = self.peer_list(None);
+        RosterSnapshot {
+            revision: list.revision,
+            peers: list.peers.iter().map(|p| Peer::clone(p)).collect(),
+        }
+    }
+
+    fn remember(&mut self, rec: PeerRecord) {
+        self.listing
+            .insert(rec.subnet, listing::ListedPeer::new(Arc::clone(&rec.peer)));
+        self.used.insert(rec.subnet);
+        self.by_key.insert(
+            rec.peer.public_key.as_str().to_string(),
+            rec.peer.peer_id.clone(),
+        );
+        self.peers.insert(rec.peer.peer_id.clone(), rec);
+    }
+
+    fn forget(&mut self, peer_id: &str) -> Option<PeerRecord> {
+        let rec = self.peers.remove(peer_id)?;
+        self.listing.remove(&rec.subnet);
+        self.used.remove(&rec.subnet);
+        self.by_key.remove(rec.peer.public_key.as_str());
+        Some(rec)
+    }
+
+    /// Folds the WAL back into the main file (on a clean shutdown).
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// Checks that memory and file agree (used by tests after crashes and restarts).
+    pub fn verify_consistency(&self) -> Result<(), StoreError> {
+        let on_disk = peers::load_all(&self.conn, self.mesh)?;
+        if on_disk.len() != self.peers.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} peers in memory, {} on disk",
+                self.peers.len(),
+                on_disk.len()
+            )));
+        }
+        for rec in &on_disk {
+            if self.peers.get(&rec.peer.peer_id) != Some(rec) {
+                return Err(StoreError::Corrupt(format!(
+                    "peer {} differs between memory and disk",
+                    rec.peer.peer_id
+                )));
+            }
+        }
+        for (id, rec) in &self.peers {
+            let fresh = listing::ListedPeer::new(Arc::clone(&rec.peer));
+            if self.listing.get(&rec.subnet) != Some(&fresh) {
+                return Err(StoreError::Corrupt(format!(
+                    "peer {id}: listing entry is stale"
+                )));
+            }
+        }
+        if self.listing.len() != self.peers.len() {
+            return Err(StoreError::Corrupt("listing has extra entries".into()));
+        }
+        events::verify_contiguous(&self.conn, self.revision)
+    }
+}
+
+fn load_or_create_mesh_prefix(conn: &Connection) -> Result<Ipv6Prefix, StoreError> {
+    let stored: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'mesh_prefix'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(text) = stored {
+        let prefix: Ipv6Prefix = text
+            .parse()
+            .map_err(|e| StoreError::Corrupt(format!("mesh_prefix {text:?}: {e}")))?;
+        if !addressing::is_valid_mesh_prefix(&prefix) {
+            return Err(StoreError::Corrupt(format!(
+                "mesh_prefix {prefix} is not an fd00::/8 /48"
+            )));
+        }
+        return Ok(prefix);
+    }
+    let prefix = addressing::mesh_prefix_from_global_id(rand::rng().random());
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('mesh_prefix', ?1)",
+        params![prefix.to_string()],
+    )?;
+    tracing::info!(mesh = %prefix, "created a new mesh prefix");
+    Ok(prefix)
+}
+
+/// Milliseconds as SQLite stores them.
+fn ms(t: Timestamp) -> i64 {
+    i64::try_from(t.unix_ms()).unwrap_or(i64::MAX)
+}
+
+fn ts(v: i64) -> Timestamp {
+    Timestamp(u64::try_from(v).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests;

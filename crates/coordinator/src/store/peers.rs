@@ -1,0 +1,503 @@
+//! Roster writes: register, heartbeat, remove, and applying liveness decisions. Each is one
+//! transaction that also appends its event, so a revision exists exactly when its change does.
+
+use super::{PeerRecord, Store, StoreError, events, ms, tokens as token_rows, ts};
+use crate::addressing::{self, AllocError, SubnetId};
+use crate::liveness::{self, LivenessChange, LivenessPolicy, PeerLiveness};
+use crate::registration::{self, Admission, AdmissionError, KnownPeer, PresentedToken};
+use crate::tokens;
+use rusqlite::{Connection, Row, Transaction, TransactionBehavior, params};
+use std::sync::Arc;
+use tabbify_wire::mesh::{
+    HeartbeatRequest, NodeResources, Peer, RegisterRequest, RosterEvent, RosterEventKind,
+};
+use tabbify_wire::{Endpoint, Ipv6Prefix, PublicKeyB64, Tag, Timestamp};
+
+/// A register request that passed body validation, with what came with it.
+#[derive(Debug, Clone)]
+pub struct RegisterCommand {
+    pub request: RegisterRequest,
+    /// The bearer value of `Authorization`, if any.
+    pub join_token: Option<String>,
+    pub open_join: bool,
+    /// Where the search for a free subnet starts (random in production).
+    pub alloc_start: SubnetId,
+}
+
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub peer: Peer,
+    pub credential: String,
+    pub admission: Admission,
+    pub event: Option<RosterEvent>,
+    pub revision: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error(transparent)]
+    Admission(#[from] AdmissionError),
+    #[error(transparent)]
+    Address(#[from] AllocError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for RegisterError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HeartbeatOutcome {
+    pub event: Option<RosterEvent>,
+    pub revision: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeartbeatError {
+    #[error("no peer has this credential (removed, purged, or never registered): register again")]
+    UnknownPeer,
+    #[error(transparent)]
+    TagNotAllowed(AdmissionError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Store {
+    /// Registers a new key or re-registers a known one. Token use, address and event are one
+    /// transaction: either all happen or none does.
+    pub fn register(
+        &mut self,
+        cmd: RegisterCommand,
+        now: Timestamp,
+    ) -> Result<Registered, RegisterError> {
+        let req = &cmd.request;
+        let known_rec = self
+            .by_key
+            .get(req.public_key.as_str())
+            .and_then(|id| self.peers.get(id));
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+
+        let token_record;
+        let presented = match (known_rec, cmd.join_token.as_deref()) {
+            (Some(_), _) | (None, None) => PresentedToken::None,
+            (None, Some(text)) => match tokens::parse_join_token(text) {
+                Ok(token) => {
+                    token_record = token_rows::load(&tx, &token.id)?;
+                    PresentedToken::Parsed {
+                        token,
+                        record: token_record.as_ref(),
+                    }
+                }
+                Err(e) => PresentedToken::Malformed(e.to_string()),
+            },
+        };
+        let known = known_rec.map(|r| KnownPeer {
+            peer_id: &r.peer.peer_id,
+            credential_hash: &r.credential_hash,
+            allowed_tags: r.allowed_tags.as_deref(),
+        });
+        let admission = registration::admit(
+            known.as_ref(),
+            req.peer_credential.as_deref(),
+            &presented,
+            cmd.open_join,
+            &req.tags,
+            now,
+        )?;
+        let subnet = addressing::allocate_subnet(
+            self.mesh,
+            &self.used,
+            known_rec.map(|r| r.subnet),
+            req.requested_ula,
+            cmd.alloc_start,
+        )?;
+
+        let (record, credential, kind) = match known_rec {
+            Some(old) => {
+                let (peer, changed) = registration::reregistered(&old.peer, req, now);
+                let record = PeerRecord {
+                    peer: Arc::new(peer),
+                    ..old.clone()
+                };
+                // Only a proven caller gets here, so it already holds this credential.
+                let credential = req.peer_credential.clone().unwrap_or_default();
+                (
+                    record,
+                    credential,
+                    changed.then_some(RosterEventKind::Updated),
+                )
+            }
+            None => {
+                let peer_id = registration::new_peer_id();
+                let secret = tokens::new_secret();
+                let credential = tokens::format_peer_credential(&peer_id, &secret);
+                let allowed_tags = match &presented {
+                    PresentedToken::Parsed {
+                        record: Some(rec), ..
+                    } => rec.tags.clone(),
+                    _ => None,
+                };
+                let token_id = match &admission {
+                    Admission::Token { token_id } => Some(token_id.clone()),
+                    _ => None,
+                };
+                let record = new_record(
+                    self.mesh,
+                    subnet,
+                    peer_id,
+                    req,
+                    now,
+                    &secret,
+                    allowed_tags,
+                    token_id,
+                );
+                (record, credential, Some(RosterEventKind::Joined))
+            }
+        };
+
+        if let Admission::Token { token_id } = &admission {
+            token_rows::consume_use(&tx, token_id)?;
+        }
+        write_peer(&tx, &record)?;
+        let event = match kind {
+            Some(kind) => Some(events::append(
+                &tx,
+                self.revision + 1,
+                kind,
+                &record.peer,
+                now,
+            )?),
+            None => None,
+        };
+        tx.commit()?;
+
+        if event.is_some() {
+            self.revision += 1;
+        }
+        let peer = Peer::clone(&record.peer);
+        self.remember(record);
+        Ok(Registered {
+            peer,
+            credential,
+            admission,
+            event,
+            revision: self.revision,
+        })
+    }
+
+    /// Records a heartbeat from the holder of `credential`.
+    pub fn heartbeat(
+        &mut self,
+        credential: &str,
+        req: &HeartbeatRequest,
+        now: Timestamp,
+    ) -> Result<HeartbeatOutcome, HeartbeatError> {
+        let parsed =
+            tokens::parse_peer_credential(credential).map_err(|_| HeartbeatError::UnknownPeer)?;
+        let rec = self
+            .peers
+            .get(&parsed.id)
+            .filter(|r| {
+                tokens::hashes_equal(&tokens::hash_secret(&parsed.secret), &r.credential_hash)
+            })
+            .ok_or(HeartbeatError::UnknownPeer)?;
+        if let Some(allowed) = &rec.allowed_tags
+            && !req.tags.is_empty()
+        {
+            registration::check_peer_tags(&rec.peer.peer_id, &req.tags, allowed)
+                .map_err(HeartbeatError::TagNotAllowed)?;
+        }
+        let (peer, changed) = registration::heartbeat_applied(&rec.peer, req, now);
+        let record = PeerRecord {
+            peer: Arc::new(peer),
+            ..rec.clone()
+        };
+        let event = if changed {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(StoreError::from)?;
+            write_peer(&tx, &record)?;
+            let event = events::append(
+                &tx,
+                self.revision + 1,
+                RosterEventKind::Updated,
+                &record.peer,
+                now,
+            )?;
+            tx.commit().map_err(StoreError::from)?;
+            self.revision += 1;
+            Some(event)
+        } else {
+            // The hot path: one small autocommit update, no event.
+            self.conn
+                .prepare_cached(
+                    "UPDATE peers SET last_seen = ?2, resources = ?3 WHERE peer_id = ?1",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        record.peer.peer_id,
+                        ms(now),
+                        resources_json(record.peer.resources.as_ref())
+                    ])
+                })
+                .map_err(StoreError::from)?;
+            None
+        };
+        self.remember(record);
+        Ok(HeartbeatOutcome {
+            event,
+            revision: self.revision,
+        })
+    }
+
+    /// Removes a peer now and frees its address. `None` when there is no such peer.
+    pub fn remove_peer(
+        &mut self,
+        peer_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<RosterEvent>, StoreError> {
+        let Some(rec) = self.peers.get(peer_id) else {
+            return Ok(None);
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM peers WHERE peer_id = ?1", params![peer_id])?;
+        let event = events::append(
+            &tx,
+            self.revision + 1,
+            RosterEventKind::Removed,
+            &rec.peer,
+            now,
+        )?;
+        tx.commit()?;
+        self.revision += 1;
+        self.forget(peer_id);
+        Ok(Some(event))
+    }
+
+    /// Applies the liveness decision due at `now`; returns the events, in order.
+    pub fn apply_liveness(
+        &mut self,
+        policy: &LivenessPolicy,
+        serving_since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Vec<RosterEvent>, StoreError> {
+        let view: Vec<PeerLiveness> = self
+            .peers
+            .values()
+            .map(|r| PeerLiveness {
+                peer_id: r.peer.peer_id.clone(),
+                last_seen: r.peer.last_seen,
+                online: r.peer.online,
+            })
+            .collect();
+        let mut changes = liveness::decide(policy, &view, serving_since, now);
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Deterministic order of events within one tick.
+        changes.sort_by(|a, b| change_peer(a).cmp(change_peer(b)));
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = Vec::with_capacity(changes.len());
+        let mut updated = Vec::new();
+        let mut purged = Vec::new();
+        let mut revision = self.revision;
+        for change in &changes {
+            let Some(rec) = self.peers.get(change_peer(change)) else {
+                continue;
+            };
+            revision += 1;
+            match change {
+                LivenessChange::Offline(_) => {
+                    let mut rec = rec.clone();
+                    Arc::make_mut(&mut rec.peer).online = false;
+                    tx.execute(
+                        "UPDATE peers SET online = 0 WHERE peer_id = ?1",
+                        params![rec.peer.peer_id],
+                    )?;
+                    out.push(events::append(
+                        &tx,
+                        revision,
+                        RosterEventKind::Offline,
+                        &rec.peer,
+                        now,
+                    )?);
+                    updated.push(rec);
+                }
+                LivenessChange::Purge(id) => {
+                    tx.execute("DELETE FROM peers WHERE peer_id = ?1", params![id])?;
+                    let mut last = Peer::clone(&rec.peer);
+                    last.online = false;
+                    out.push(events::append(
+                        &tx,
+                        revision,
+                        RosterEventKind::Removed,
+                        &last,
+                        now,
+                    )?);
+                    purged.push(id.clone());
+                }
+            }
+        }
+        tx.commit()?;
+        self.revision = revision;
+        for rec in updated {
+            self.remember(rec);
+        }
+        for id in purged {
+            self.forget(&id);
+        }
+        Ok(out)
+    }
+}
+
+fn change_peer(c: &LivenessChange) -> &str {
+    match c {
+        LivenessChange::Offline(id) | LivenessChange::Purge(id) => id,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_record(
+    mesh: Ipv6Prefix,
+    subnet: SubnetId,
+    peer_id: String,
+    req: &RegisterRequest,
+    now: Timestamp,
+    secret: &str,
+    allowed_tags: Option<Vec<Tag>>,
+    join_token_id: Option<String>,
+) -> PeerRecord {
+    PeerRecord {
+        peer: Arc::new(Peer {
+            peer_id,
+            ula: addressing::node_ula(mesh, subnet),
+            subnet: addressing::subnet_prefix(mesh, subnet),
+            display_name: req.display_name.clone(),
+            tags: req.tags.clone(),
+            public_key: req.public_key.clone(),
+            endpoints: req.endpoints.clone(),
+            last_seen: now,
+            online: true,
+            version: req.version.clone(),
+            joined_at: Some(now),
+            resources: req.resources,
+        }),
+        subnet,
+        credential_hash: tokens::hash_secret(secret),
+        allowed_tags,
+        join_token_id,
+    }
+}
+
+fn resources_json(r: Option<&NodeResources>) -> Option<String> {
+    r.and_then(|r| serde_json::to_string(r).ok())
+}
+
+fn write_peer(tx: &Transaction<'_>, rec: &PeerRecord) -> Result<(), StoreError> {
+    let p = &rec.peer;
+    let allowed = match &rec.allowed_tags {
+        Some(t) => Some(serde_json::to_string(t)?),
+        None => None,
+    };
+    tx.prepare_cached(
+        "INSERT INTO peers (peer_id, public_key, subnet, display_name, tags, allowed_tags,
+             endpoints, version, resources, credential_hash, joined_at, last_seen, online,
+             join_token_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT (peer_id) DO UPDATE SET
+             display_name = excluded.display_name, tags = excluded.tags,
+             allowed_tags = excluded.allowed_tags, endpoints = excluded.endpoints,
+             version = excluded.version, resources = excluded.resources,
+             credential_hash = excluded.credential_hash, last_seen = excluded.last_seen,
+             online = excluded.online",
+    )?
+    .execute(params![
+        p.peer_id,
+        p.public_key.as_str(),
+        i64::from(rec.subnet),
+        p.display_name,
+        serde_json::to_string(&p.tags)?,
+        allowed,
+        serde_json::to_string(&p.endpoints)?,
+        p.version,
+        resources_json(p.resources.as_ref()),
+        &rec.credential_hash[..],
+        ms(p.joined_at.unwrap_or(p.last_seen)),
+        ms(p.last_seen),
+        p.online,
+        rec.join_token_id,
+    ])?;
+    Ok(())
+}
+
+pub(super) fn load_all(conn: &Connection, mesh: Ipv6Prefix) -> Result<Vec<PeerRecord>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT peer_id, public_key, subnet, display_name, tags, allowed_tags, endpoints, version,
+                resources, credential_hash, joined_at, last_seen, online, join_token_id
+         FROM peers",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(record_from_row(row, mesh)?);
+    }
+    Ok(out)
+}
+
+fn record_from_row(row: &Row<'_>, mesh: Ipv6Prefix) -> Result<PeerRecord, StoreError> {
+    let peer_id: String = row.get(0)?;
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+        StoreError::Corrupt(format!("peer {peer_id}: {what}: {e}"))
+    };
+    let key: String = row.get(1)?;
+    let public_key = PublicKeyB64::parse(&key).map_err(|e| corrupt("public_key", &e))?;
+    let subnet_raw: i64 = row.get(2)?;
+    let subnet = SubnetId::try_from(subnet_raw).map_err(|e| corrupt("subnet", &e))?;
+    let tags: Vec<Tag> =
+        serde_json::from_str(&row.get::<_, String>(4)?).map_err(|e| corrupt("tags", &e))?;
+    let allowed_tags: Option<Vec<Tag>> = match row.get::<_, Option<String>>(5)? {
+        Some(t) => Some(serde_json::from_str(&t).map_err(|e| corrupt("allowed_tags", &e))?),
+        None => None,
+    };
+    let endpoints: Vec<Endpoint> =
+        serde_json::from_str(&row.get::<_, String>(6)?).map_err(|e| corrupt("endpoints", &e))?;
+    let resources: Option<NodeResources> = match row.get::<_, Option<String>>(8)? {
+        Some(t) => Some(serde_json::from_str(&t).map_err(|e| corrupt("resources", &e))?),
+        None => None,
+    };
+    let hash: Vec<u8> = row.get(9)?;
+    let credential_hash: [u8; 32] = hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| corrupt("credential_hash", &"not 32 bytes"))?;
+    Ok(PeerRecord {
+        peer: Arc::new(Peer {
+            ula: addressing::node_ula(mesh, subnet),
+            subnet: addressing::subnet_prefix(mesh, subnet),
+            display_name: row.get(3)?,
+            tags,
+            public_key,
+            endpoints,
+            last_seen: ts(row.get(11)?),
+            online: row.get(12)?,
+            version: row.get(7)?,
+            joined_at: Some(ts(row.get(10)?)),
+            resources,
+            peer_id: peer_id.clone(),
+        }),
+        subnet,
+        credential_hash,
+        allowed_tags,
+        join_token_id: row.get(13)?,
+    })
+}

@@ -1,0 +1,89 @@
+//! The database layout and its version (`PRAGMA user_version`), applied in one transaction.
+
+use super::StoreError;
+use rusqlite::Connection;
+use std::path::Path;
+
+/// The schema this build writes. Older files are migrated forward; newer ones are refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE peers (
+    peer_id         TEXT PRIMARY KEY,
+    public_key      TEXT NOT NULL UNIQUE,
+    subnet          INTEGER NOT NULL UNIQUE CHECK (subnet BETWEEN 1 AND 65535),
+    display_name    TEXT NOT NULL,
+    tags            TEXT NOT NULL,
+    allowed_tags    TEXT,
+    endpoints       TEXT NOT NULL,
+    version         TEXT NOT NULL,
+    resources       TEXT,
+    credential_hash BLOB NOT NULL,
+    joined_at       INTEGER NOT NULL,
+    last_seen       INTEGER NOT NULL,
+    online          INTEGER NOT NULL,
+    join_token_id   TEXT
+) STRICT;
+
+CREATE TABLE join_tokens (
+    id           TEXT PRIMARY KEY,
+    secret_hash  BLOB NOT NULL,
+    description  TEXT,
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    uses_allowed INTEGER,
+    uses         INTEGER NOT NULL DEFAULT 0,
+    tags         TEXT,
+    revoked_at   INTEGER
+) STRICT;
+
+CREATE TABLE events (
+    revision INTEGER PRIMARY KEY,
+    kind     TEXT NOT NULL,
+    peer_id  TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    body     TEXT NOT NULL
+) STRICT;
+";
+
+/// Connection settings: WAL so readers never block the writer and a crash never tears a commit;
+/// `synchronous = NORMAL` keeps every commit safe against a process crash (kill -9) and the file
+/// consistent after power loss, at the price of possibly losing the last commits on power loss.
+pub fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            path: path.display().to_string(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    if found < 1 {
+        tx.execute_batch(SCHEMA_V1)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    tracing::info!(
+        from = found,
+        to = SCHEMA_VERSION,
+        "database schema migrated"
+    );
+    Ok(())
+}

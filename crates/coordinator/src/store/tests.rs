@@ -1,0 +1,361 @@
+//! Store tests on real SQLite files in temp dirs.
+
+use super::*;
+use crate::liveness::LivenessPolicy;
+use crate::registration::{Admission, AdmissionError};
+use crate::tokens::JoinRefusal;
+use std::time::Duration;
+use tabbify_wire::PublicKeyB64;
+use tabbify_wire::mesh::{HeartbeatRequest, RegisterRequest, RosterEventKind};
+use tabbify_wire::token::{CreateJoinTokenRequest, JoinTokenState};
+
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(&dir.path().join(DB_FILE)).unwrap()
+}
+
+fn request(key: u8) -> RegisterRequest {
+    RegisterRequest {
+        public_key: PublicKeyB64::from_bytes([key; 32]),
+        display_name: format!("node-{key}"),
+        tags: vec![Tag::wasm()],
+        endpoints: vec![],
+        requested_ula: None,
+        version: "0.1.0".into(),
+        peer_credential: None,
+        resources: None,
+    }
+}
+
+fn command(req: RegisterRequest, token: Option<&str>) -> RegisterCommand {
+    RegisterCommand {
+        request: req,
+        join_token: token.map(str::to_string),
+        open_join: false,
+        alloc_start: 1,
+    }
+}
+
+fn reusable_token(store: &mut Store) -> String {
+    store
+        .create_join_token(
+            &CreateJoinTokenRequest {
+                reusable: true,
+                ..Default::default()
+            },
+            T0,
+        )
+        .unwrap()
+        .token
+}
+
+#[test]
+fn register_persists_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mesh, peer, cred) = {
+        let mut store = open(&dir);
+        let token = reusable_token(&mut store);
+        let reg = store
+            .register(command(request(1), Some(&token)), T0)
+            .unwrap();
+        assert_eq!(reg.revision, 1);
+        assert_eq!(reg.event.as_ref().unwrap().kind, RosterEventKind::Joined);
+        (store.mesh_prefix(), reg.peer, reg.credential)
+    };
+    let mut store = open(&dir);
+    store.verify_consistency().unwrap();
+    assert_eq!(store.mesh_prefix(), mesh, "the mesh prefix is created once");
+    assert_eq!(store.revision(), 1);
+    assert_eq!(store.peer(&peer.peer_id), Some(&peer));
+    // The credential still proves ownership after the restart.
+    let mut again = request(1);
+    again.peer_credential = Some(cred.clone());
+    let reg = store.register(command(again, None), T0).unwrap();
+    assert_eq!(reg.peer.ula, peer.ula);
+    assert_eq!(reg.credential, cred);
+    assert!(reg.event.is_none(), "nothing changed");
+}
+
+#[test]
+fn failed_registration_consumes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let token = store
+        .create_join_token(&CreateJoinTokenRequest::default(), T0)
+        .unwrap();
+    let reusable = reusable_token(&mut store);
+    let first = store
+        .register(command(request(1), Some(&reusable)), T0)
+        .unwrap();
+    // Ask for the address the first peer holds: refused, and the single-use token is untouched.
+    let mut req = request(2);
+    req.requested_ula = Some(first.peer.ula);
+    let err = store
+        .register(command(req, Some(&token.token)), T0)
+        .unwrap_err();
+    assert!(
+        matches!(err, RegisterError::Address(AllocError::Taken { .. })),
+        "{err:?}"
+    );
+    let info = store.join_token(&token.info.id, T0).unwrap().unwrap();
+    assert_eq!(info.uses, 0);
+    assert_eq!(info.state, JoinTokenState::Active);
+    assert_eq!(store.revision(), 1);
+    assert_eq!(store.counts(), (1, 1));
+    // The same token still works once.
+    store
+        .register(command(request(2), Some(&token.token)), T0)
+        .unwrap();
+    let err = store
+        .register(command(request(3), Some(&token.token)), T0)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RegisterError::Admission(AdmissionError::Join(JoinRefusal::UsedUp { .. }))
+        ),
+        "{err:?}"
+    );
+    store.verify_consistency().unwrap();
+}
+
+use crate::addressing::AllocError;
+
+#[test]
+fn open_join_and_admission_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let mut cmd = command(request(9), None);
+    cmd.open_join = true;
+    let reg = store.register(cmd, T0).unwrap();
+    assert_eq!(reg.admission, Admission::Open);
+}
+
+#[test]
+fn heartbeat_events_and_unknown_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let token = reusable_token(&mut store);
+    let reg = store
+        .register(command(request(1), Some(&token)), T0)
+        .unwrap();
+    let plain = store
+        .heartbeat(
+            &reg.credential,
+            &HeartbeatRequest::default(),
+            Timestamp(T0.0 + 10),
+        )
+        .unwrap();
+    assert!(plain.event.is_none());
+    assert_eq!(plain.revision, 1);
+    assert_eq!(
+        store.peer(&reg.peer.peer_id).unwrap().last_seen,
+        Timestamp(T0.0 + 10)
+    );
+    let retag = HeartbeatRequest {
+        tags: vec![Tag::wasm(), Tag::docker()],
+        ..Default::default()
+    };
+    let out = store.heartbeat(&reg.credential, &retag, T0).unwrap();
+    assert_eq!(out.event.unwrap().kind, RosterEventKind::Updated);
+    assert_eq!(out.revision, 2);
+    let forged = crate::tokens::format_peer_credential(&reg.peer.peer_id, "forged");
+    for bad in [forged.as_str(), "nonsense", ""] {
+        assert!(matches!(
+            store.heartbeat(bad, &HeartbeatRequest::default(), T0),
+            Err(HeartbeatError::UnknownPeer)
+        ));
+    }
+    // Last-seen of the hot path survives a reopen.
+    drop(store);
+    let store = open(&dir);
+    store.verify_consistency().unwrap();
+    assert_eq!(store.peer(&reg.peer.peer_id).unwrap().tags.len(), 2);
+}
+
+#[test]
+fn liveness_offline_then_purge_frees_the_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let token = reusable_token(&mut store);
+    let reg = store
+        .register(command(request(1), Some(&token)), T0)
+        .unwrap();
+    let policy = LivenessPolicy {
+        heartbeat_interval: Duration::from_secs(1),
+        offline_after_missed: 3,
+        retention: Duration::from_secs(60),
+    };
+    assert!(
+        store
+            .apply_liveness(&policy, T0, Timestamp(T0.0 + 3_000))
+            .unwrap()
+            .is_empty()
+    );
+    let ev = store
+        .apply_liveness(&policy, T0, Timestamp(T0.0 + 3_001))
+        .unwrap();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].kind, RosterEventKind::Offline);
+    assert!(!ev[0].peer.online);
+    assert!(!store.peer(&reg.peer.peer_id).unwrap().online);
+    let ev = store
+        .apply_liveness(&policy, T0, Timestamp(T0.0 + 60_001))
+        .unwrap();
+    assert_eq!(ev[0].kind, RosterEventKind::Removed);
+    assert_eq!(ev[0].revision, 3);
+    assert!(store.peer(&reg.peer.peer_id).is_none());
+    // The address is free again for another key.
+    let mut req = request(2);
+    req.requested_ula = Some(reg.peer.ula);
+    let again = store.register(command(req, Some(&token)), T0).unwrap();
+    assert_eq!(again.peer.ula, reg.peer.ula);
+    store.verify_consistency().unwrap();
+}
+
+#[test]
+fn events_after_pruning_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let token = reusable_token(&mut store);
+    for k in 1..=10 {
+        store
+            .register(command(request(k), Some(&token)), T0)
+            .unwrap();
+    }
+    let EventsAfter::Events(all) = store.events_after(0, 100).unwrap() else {
+        panic!("log starts at 1");
+    };
+    assert_eq!(
+        all.iter().map(|e| e.revision).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    let EventsAfter::Events(page) = store.events_after(4, 3).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        page.iter().map(|e| e.revision).collect::<Vec<_>>(),
+        vec![5, 6, 7]
+    );
+    assert_eq!(
+        store.events_after(10, 5).unwrap(),
+        EventsAfter::Events(vec![])
+    );
+    assert_eq!(store.events_after(11, 5).unwrap(), EventsAfter::Gone);
+
+    assert_eq!(store.prune_events(4).unwrap(), 6);
+    assert_eq!(store.oldest_revision().unwrap(), Some(7));
+    assert_eq!(store.events_after(5, 5).unwrap(), EventsAfter::Gone);
+    assert!(
+        matches!(store.events_after(6, 5).unwrap(), EventsAfter::Events(v) if v[0].revision == 7)
+    );
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(
+        store.revision(),
+        10,
+        "the revision survives pruning and a reopen"
+    );
+    store.verify_consistency().unwrap();
+    assert_eq!(store.snapshot().peers.len(), 10);
+}
+
+#[test]
+fn remove_and_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let token = reusable_token(&mut store);
+    let reg = store
+        .register(command(request(1), Some(&token)), T0)
+        .unwrap();
+    let ev = store.remove_peer(&reg.peer.peer_id, T0).unwrap().unwrap();
+    assert_eq!(ev.kind, RosterEventKind::Removed);
+    assert!(store.remove_peer(&reg.peer.peer_id, T0).unwrap().is_none());
+    let id = store.join_tokens(T0).unwrap().tokens[0].id.clone();
+    store.revoke_join_token(&id, T0).unwrap();
+    store.revoke_join_token(&id, Timestamp(T0.0 + 5)).unwrap();
+    assert!(matches!(
+        store.revoke_join_token("ffff", T0),
+        Err(RevokeError::NotFound(_))
+    ));
+    assert_eq!(
+        store.join_tokens(T0).unwrap().tokens[0].state,
+        JoinTokenState::Revoked
+    );
+    let err = store
+        .register(command(request(2), Some(&token)), T0)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        RegisterError::Admission(AdmissionError::Join(JoinRefusal::Revoked { .. }))
+    ));
+}
+
+#[test]
+fn refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    drop(Store::open(&path).unwrap());
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = Store::open(&path).err().unwrap();
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+}
+
+#[test]
+fn shared_listing_serialises_exactly_like_the_wire_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let token = reusable_token(&mut store);
+    for k in [3, 1, 2] {
+        store
+            .register(command(request(k), Some(&token)), T0)
+            .unwrap();
+    }
+    // A heartbeat and a liveness change refresh the cached JSON too.
+    let cred = store
+        .register(command(request(4), Some(&token)), T0)
+        .unwrap()
+        .credential;
+    let retag = HeartbeatRequest {
+        tags: vec![Tag::docker()],
+        ..Default::default()
+    };
+    store.heartbeat(&cred, &retag, Timestamp(T0.0 + 1)).unwrap();
+    let policy = LivenessPolicy {
+        heartbeat_interval: Duration::from_secs(1),
+        offline_after_missed: 1,
+        retention: Duration::from_secs(60),
+    };
+    store
+        .apply_liveness(&policy, T0, Timestamp(T0.0 + 2_000))
+        .unwrap();
+    let view = store.peer_list(None);
+    let owned = view.to_owned_list();
+    let canonical = serde_json::to_string(&owned).unwrap();
+    assert_eq!(serde_json::to_string(&view).unwrap(), canonical);
+    assert_eq!(
+        String::from_utf8(view.to_json().unwrap()).unwrap(),
+        canonical
+    );
+    assert!(
+        owned.peers.iter().all(|p| !p.online),
+        "liveness change is in the cached JSON"
+    );
+    let empty = store.peer_list(Some(&Tag::firecracker()));
+    assert_eq!(
+        String::from_utf8(empty.to_json().unwrap()).unwrap(),
+        serde_json::to_string(&empty.to_owned_list()).unwrap()
+    );
+    let parsed: tabbify_wire::mesh::PeerList =
+        serde_json::from_str(&serde_json::to_string(&view).unwrap()).unwrap();
+    assert_eq!(parsed, owned);
+    assert_eq!(parsed.revision, 9);
+    let subnets: Vec<_> = parsed.peers.iter().map(|p| p.ula).collect();
+    let mut sorted = subnets.clone();
+    sorted.sort();
+    assert_eq!(subnets, sorted, "ordered by address");
+    assert_eq!(store.peer_list(Some(&Tag::docker())).peers.len(), 1);
+}

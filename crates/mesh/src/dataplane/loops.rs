@@ -1,0 +1,246 @@
+//! The data plane's threads. Each owns its buffers (allocated once) and a cached peer table:
+//! - `tun_to_udp`: packets from the TUN device → route by destination → encrypt → UDP, a batch
+//!   per `sendmmsg`;
+//! - `udp_to_tun`: datagrams (a batch per `recvmmsg`) → find the peer (static key for handshakes, session index otherwise)
+//!   → decrypt → check the inner source against the peer's prefix → TUN device;
+//! - `timers`: every 250 ms, boringtun's timers for every peer, and the rate limiter's reset.
+//!
+//! With TUN offload the kernel hands over TCP segments of up to 64 KiB, which tun-rs splits into
+//! packets, and packets written back are coalesced per batch (GRO).
+//!
+//! Descriptors are non-blocking; a thread with nothing to read sleeps in `poll` next to the stop
+//! eventfd, so `shutdown` wakes and joins them promptly.
+
+use super::batch::{BATCH, DatagramBatch};
+use super::config::MAX_MTU;
+use super::link::Inbound;
+use super::packet::{
+    DATA_OVERHEAD, HANDSHAKE_INIT_LEN, MSG_HANDSHAKE_INIT, WireMessage, classify, ipv6_destination,
+    peer_index_of,
+};
+use super::peer_table::{PeerTable, TableReader, TableSlot};
+use super::stats::PlaneCounters;
+use super::stop::{StopSignal, Wake};
+use super::transport::UdpTransport;
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::rate_limiter::RateLimiter;
+use boringtun::noise::{Packet, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+use tun_rs::{GROTable, IDEAL_BATCH_SIZE, SyncDevice, VIRTIO_NET_HDR_LEN};
+
+/// How often boringtun's timers run (its own recommendation).
+pub const TIMER_TICK: Duration = Duration::from_millis(250);
+/// Pause after an unexpected I/O error so a broken descriptor cannot spin a core.
+const ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// Room left before each packet written to the TUN device, for the virtio-net header.
+const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
+/// Largest packet a thread buffers: the MTU cap plus WireGuard's overhead and slack.
+const BUFFER_LEN: usize = MAX_MTU as usize + DATA_OVERHEAD + HANDSHAKE_INIT_LEN;
+
+/// Everything the threads share. Read-only apart from atomics and the published table.
+pub struct Shared {
+    pub stop: StopSignal,
+    pub slot: TableSlot,
+    pub tun: SyncDevice,
+    pub udp: UdpTransport,
+    pub secret: StaticSecret,
+    pub public: PublicKey,
+    pub rate_limiter: Arc<RateLimiter>,
+    pub counters: PlaneCounters,
+}
+
+enum Next {
+    Again,
+    Stop,
+}
+
+/// Handles a non-blocking read result that carried no data.
+fn on_read_error(shared: &Shared, fd: RawFd, err: &io::Error, what: &str) -> Next {
+    let wake = match err.kind() {
+        io::ErrorKind::WouldBlock => shared.stop.wait(fd, libc::POLLIN, None),
+        io::ErrorKind::Interrupted => Ok(Wake::Ready),
+        _ => {
+            tracing::warn!(error = %err, "{what} read failed");
+            shared.stop.wait(-1, 0, Some(ERROR_PAUSE))
+        }
+    };
+    match wake {
+        Ok(Wake::Stopped) => Next::Stop,
+        Ok(_) => Next::Again,
+        Err(e) => {
+            tracing::error!(error = %e, "poll failed; stopping {what} thread");
+            Next::Stop
+        }
+    }
+}
+
+pub fn tun_to_udp(shared: Arc<Shared>) {
+    let mut reader = TableReader::new(&shared.slot);
+    // One read may return a 64 KiB TCP segment (offload); tun-rs splits it into `packets`.
+    let mut raw = vec![0u8; VIRTIO_NET_HDR_LEN + 65535];
+    let mut packets = vec![vec![0u8; BUFFER_LEN]; IDEAL_BATCH_SIZE];
+    let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
+    let mut batch = DatagramBatch::new(BUFFER_LEN);
+    let fd = shared.tun.as_raw_fd();
+    loop {
+        // Keep reading while packets are queued, encrypting into the batch and sending it
+        // whenever it fills; send the rest and sleep once the device is drained.
+        let n = match shared
+            .tun
+            .recv_multiple(&mut raw, &mut packets, &mut sizes, 0)
+        {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error().is_none() => {
+                tracing::debug!(error = %e, "malformed packet from the TUN device");
+                continue;
+            }
+            Err(e) => {
+                shared.udp.flush(&mut batch);
+                match on_read_error(&shared, fd, &e, "TUN") {
+                    Next::Again => continue,
+                    Next::Stop => return,
+                }
+            }
+        };
+        let table = reader.current(&shared.slot);
+        for (packet, &size) in packets.iter().zip(&sizes).take(n) {
+            if batch.is_full() {
+                shared.udp.flush(&mut batch);
+            }
+            let packet = &packet[..size];
+            match ipv6_destination(packet).and_then(|dst| table.route(dst)) {
+                Some(entry) => entry.link.queue_packet(packet, &mut batch, &shared.udp),
+                None => PlaneCounters::bump(&shared.counters.dropped_no_route),
+            }
+        }
+    }
+}
+
+pub fn udp_to_tun(shared: Arc<Shared>) {
+    let mut reader = TableReader::new(&shared.slot);
+    let mut batch = DatagramBatch::new(BUFFER_LEN);
+    // Decrypted packets of one batch, each after room for the virtio header, written together so
+    // that consecutive TCP segments are coalesced (GRO) into one write.
+    let mut packets: Vec<Vec<u8>> = vec![vec![0u8; HEADROOM + BUFFER_LEN]; BATCH];
+    let mut gro = GROTable::new();
+    let fd = shared.udp.raw_fd();
+    loop {
+        let n = match batch.recv(fd) {
+            Ok(n) => n,
+            Err(e) => match on_read_error(&shared, fd, &e, "UDP") {
+                Next::Again => continue,
+                Next::Stop => return,
+            },
+        };
+        let table = reader.current(&shared.slot);
+        let mut ready = 0;
+        for i in 0..n {
+            let (datagram, from) = batch.received(i);
+            let Some(from) = from else {
+                PlaneCounters::bump(&shared.counters.dropped_invalid);
+                continue;
+            };
+            let buf = &mut packets[ready];
+            buf.resize(HEADROOM + BUFFER_LEN, 0);
+            if let Some(len) = receive_one(&shared, table, datagram, from, &mut buf[HEADROOM..]) {
+                buf.truncate(HEADROOM + len);
+                ready += 1;
+            }
+        }
+        if ready > 0
+            && let Err(e) = shared
+                .tun
+                .send_multiple(&mut gro, &mut packets[..ready], HEADROOM)
+        {
+            tracing::debug!(error = %e, "TUN write failed");
+        }
+    }
+}
+
+/// Finds the peer a datagram belongs to, decrypts it into `out` and checks the inner source.
+/// Returns the length of a packet (at the start of `out`) that should go to the TUN device.
+fn receive_one(
+    shared: &Shared,
+    table: &PeerTable,
+    datagram: &[u8],
+    from: SocketAddr,
+    out: &mut [u8],
+) -> Option<usize> {
+    let (kind, entry) = match classify(datagram) {
+        None => {
+            PlaneCounters::bump(&shared.counters.dropped_invalid);
+            return None;
+        }
+        Some(WireMessage::ToIndex {
+            kind,
+            receiver_index,
+        }) => (kind, table.by_index(peer_index_of(receiver_index))),
+        Some(WireMessage::HandshakeInit) => {
+            // MACs and the load check come before the Diffie-Hellman that reveals the sender.
+            match shared
+                .rate_limiter
+                .verify_packet(Some(from.ip()), datagram, out)
+            {
+                Ok(Packet::HandshakeInit(init)) => {
+                    match parse_handshake_anon(&shared.secret, &shared.public, &init) {
+                        Ok(half) => (MSG_HANDSHAKE_INIT, table.by_key(&half.peer_static_public)),
+                        Err(_) => {
+                            PlaneCounters::bump(&shared.counters.dropped_invalid);
+                            return None;
+                        }
+                    }
+                }
+                Err(TunnResult::WriteToNetwork(cookie)) => {
+                    PlaneCounters::bump(&shared.counters.cookies_sent);
+                    let _ = shared.udp.send_to(cookie, from);
+                    return None;
+                }
+                _ => {
+                    PlaneCounters::bump(&shared.counters.dropped_invalid);
+                    return None;
+                }
+            }
+        }
+    };
+    let Some(entry) = entry else {
+        PlaneCounters::bump(&shared.counters.dropped_unknown_peer);
+        return None;
+    };
+    match entry.link.receive(kind, datagram, from, out, &shared.udp) {
+        Ok(Inbound::Deliver(packet, source)) => {
+            if !entry.config.allowed.contains(source) {
+                entry.link.count_forged();
+                tracing::debug!(%source, allowed = %entry.config.allowed, "dropping packet with a forged inner source");
+                return None;
+            }
+            entry.link.count_delivered(packet.len());
+            Some(packet.len())
+        }
+        Ok(Inbound::Nothing) => None,
+        Err(e) => {
+            PlaneCounters::bump(&shared.counters.dropped_invalid);
+            tracing::trace!(error = ?e, %from, "datagram rejected");
+            None
+        }
+    }
+}
+
+pub fn timers(shared: Arc<Shared>) {
+    let mut reader = TableReader::new(&shared.slot);
+    let mut out = vec![0u8; BUFFER_LEN];
+    loop {
+        match shared.stop.wait(-1, 0, Some(TIMER_TICK)) {
+            Ok(Wake::Stopped) | Err(_) => return,
+            Ok(_) => {}
+        }
+        shared.rate_limiter.reset_count();
+        for entry in reader.current(&shared.slot).entries() {
+            entry.link.tick(&mut out, &shared.udp);
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The node: `tabbify-supervisor` joins the coordinator with a durable identity, advertises what
+//! this machine can run (mesh tags), keeps its roster entry alive with heartbeats and serves the
+//! control API (`/health`, `/v1/about`, `/v1/apps`). Apps run in one `tabbify-runner` process
+//! each, managed by [`apps`].
+//!
+//! Decisions (backoff, tags from capabilities) are pure functions in their own modules; the tasks
+//! in `join` and `probe` only do I/O. The node's status has one owner, a `watch` channel
+//! ([`status::StatusHandle`]), which the API reads.
+
+pub mod api;
+pub mod api_server;
+pub mod apps;
+pub mod backoff;
+pub mod config;
+pub mod endpoints;
+pub mod join;
+pub mod mesh_link;
+pub mod probe;
+pub mod roster;
+pub mod run;
+pub mod status;
+pub mod systemd;

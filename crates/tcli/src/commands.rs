@@ -1,0 +1,246 @@
+//! The command tree and what each command does.
+
+use crate::{admin, table};
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+use tabbify_client::CoordinatorClient;
+use tabbify_wire::Tag;
+use tabbify_wire::token::{CreateJoinTokenRequest, JoinTokenState};
+
+#[derive(Debug, Parser)]
+#[command(name = "tcli", version, about = "Operate a Tabbify mesh")]
+pub struct Cli {
+    /// Coordinator base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "TABBIFY_MESH_COORDINATOR",
+        default_value = "http://127.0.0.1:8888"
+    )]
+    coordinator: String,
+
+    /// File holding the admin token (when TABBIFY_ADMIN_TOKEN is not set).
+    #[arg(long, global = true, env = "TABBIFY_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the mesh roster.
+    Peers {
+        /// Only peers carrying this tag.
+        #[arg(long)]
+        tag: Option<Tag>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage one peer.
+    Peer {
+        #[command(subcommand)]
+        command: PeerCommand,
+    },
+    /// Manage join tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Run a whole mesh on this machine: coordinator and one node, until Ctrl-C.
+    Dev(crate::dev::DevArgs),
+    /// Bring a node online from a node.toml and operate it (Docker backend).
+    Node {
+        #[command(subcommand)]
+        command: crate::node::NodeCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PeerCommand {
+    /// Remove a peer from the roster (frees its ULA).
+    Rm { peer_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a join token and print it (shown once).
+    Create {
+        /// Lifetime, e.g. 1h, 7d.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Number of joins allowed.
+        #[arg(long, default_value_t = 1, conflicts_with = "reusable")]
+        uses: u32,
+        /// Unlimited joins until expiry or revocation.
+        #[arg(long)]
+        reusable: bool,
+        /// Restrict the tags a node joining with this token may advertise (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<Tag>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List join tokens.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a join token by id.
+    Revoke { id: String },
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let client = CoordinatorClient::new(&cli.coordinator)?;
+    let admin = || {
+        admin::admin_token(
+            std::env::var("TABBIFY_ADMIN_TOKEN").ok().as_deref(),
+            cli.admin_token_file.as_deref(),
+        )
+    };
+    match cli.command {
+        Command::Peers { tag, json } => peers(&client, tag, json).await,
+        Command::Peer {
+            command: PeerCommand::Rm { peer_id },
+        } => {
+            client.remove_peer(&admin()?, &peer_id).await?;
+            println!("removed {peer_id}");
+            Ok(())
+        }
+        Command::Token { command } => token(&client, &admin()?, command).await,
+        Command::Dev(args) => crate::dev::run(args).await,
+        Command::Node { command } => crate::node::run(command).await,
+    }
+}
+
+async fn peers(client: &CoordinatorClient, tag: Option<Tag>, json: bool) -> Result<()> {
+    let list = client.peers(tag.as_ref()).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    let now = SystemTime::now();
+    let rows: Vec<Vec<String>> = list
+        .peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.display_name.clone(),
+                p.ula.to_string(),
+                p.tags.iter().map(Tag::as_str).collect::<Vec<_>>().join(","),
+                if p.online { "online" } else { "offline" }.to_string(),
+                table::ago(p.last_seen, now),
+                p.version.clone(),
+                p.peer_id.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(
+            &[
+                "NAME",
+                "ULA",
+                "TAGS",
+                "STATUS",
+                "LAST SEEN",
+                "VERSION",
+                "PEER ID"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+async fn token(client: &CoordinatorClient, admin: &str, cmd: TokenCommand) -> Result<()> {
+    match cmd {
+        TokenCommand::Create {
+            ttl,
+            uses,
+            reusable,
+            tags,
+            description,
+            json,
+        } => {
+            let req = CreateJoinTokenRequest {
+                ttl_secs: Some(ttl.as_secs().max(1)),
+                uses: (!reusable).then_some(uses),
+                reusable,
+                tags: (!tags.is_empty()).then_some(tags),
+                description,
+            };
+            let created = client
+                .create_join_token(admin, &req)
+                .await
+                .context("creating a join token")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&created)?);
+            } else {
+                println!("{}", created.token);
+                eprintln!(
+                    "join token {} expires {}; uses: {}",
+                    created.info.id,
+                    created.info.expires_at.to_rfc3339(),
+                    created
+                        .info
+                        .uses_allowed
+                        .map_or("unlimited".to_string(), |n| n.to_string())
+                );
+            }
+        }
+        TokenCommand::List { json } => {
+            let list = client.list_join_tokens(admin).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = list
+                .tokens
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.clone(),
+                        state_name(t.state).into(),
+                        format!(
+                            "{}/{}",
+                            t.uses,
+                            t.uses_allowed.map_or("∞".to_string(), |n| n.to_string())
+                        ),
+                        t.expires_at.to_rfc3339(),
+                        t.tags.as_ref().map_or("any".to_string(), |tags| {
+                            tags.iter().map(Tag::as_str).collect::<Vec<_>>().join(",")
+                        }),
+                        t.description.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table::render(
+                    &["ID", "STATE", "USES", "EXPIRES", "TAGS", "DESCRIPTION"],
+                    &rows
+                )
+            );
+        }
+        TokenCommand::Revoke { id } => {
+            client.revoke_join_token(admin, &id).await?;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+fn state_name(s: JoinTokenState) -> &'static str {
+    match s {
+        JoinTokenState::Active => "active",
+        JoinTokenState::Expired => "expired",
+        JoinTokenState::UsedUp => "used up",
+        JoinTokenState::Revoked => "revoked",
+    }
+}

@@ -1,0 +1,183 @@
+//! `tcli` against a real coordinator process: tokens created, listed and revoked, the roster as a
+//! table and as JSON, and clear errors without an admin token or coordinator.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
+use std::process::{Command, Output};
+use tabbify_testkit::bin_path;
+use tabbify_testkit::cluster::{CoordinatorProc, SupervisorOpts, SupervisorProc};
+
+fn tcli(coord: &str, admin_file: Option<&std::path::Path>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin_path("tcli").unwrap());
+    cmd.args(["--coordinator", coord])
+        .args(args)
+        .env_remove("TABBIFY_ADMIN_TOKEN")
+        .env_remove("TABBIFY_MESH_COORDINATOR");
+    if let Some(f) = admin_file {
+        cmd.arg("--admin-token-file").arg(f);
+    } else {
+        cmd.args(["--admin-token-file", "/nonexistent/admin-token"]);
+    }
+    cmd.output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "tcli failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn tokens_and_roster_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = CoordinatorProc::start(&dir.path().join("coord"), "127.0.0.1:0", &[]).unwrap();
+    let admin = coord.data_dir.join("admin-token");
+
+    let token = stdout(&tcli(
+        &coord.url,
+        Some(&admin),
+        &[
+            "token",
+            "create",
+            "--ttl",
+            "1h",
+            "--uses",
+            "2",
+            "--description",
+            "ci",
+        ],
+    ))
+    .trim()
+    .to_string();
+    assert!(token.starts_with("tbfj_"), "{token}");
+
+    let node = SupervisorProc::start(
+        &dir.path().join("n"),
+        &SupervisorOpts {
+            coordinator: Some(coord.url.clone()),
+            name: Some("cli-node".into()),
+            join_token: Some(token.clone()),
+            args: vec!["--dataplane".into(), "off".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Wait until the node shows in the roster.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let table = loop {
+        let t = stdout(&tcli(&coord.url, None, &["peers"]));
+        if t.contains("cli-node") || std::time::Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("NAME") && header.contains("ULA") && header.contains("TAGS"));
+    let row = lines.next().unwrap();
+    assert!(
+        row.starts_with("cli-node") && row.contains("online") && row.contains("wasm"),
+        "{row}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&tcli(&coord.url, None, &["peers", "--json"]))).unwrap();
+    assert_eq!(json["peers"][0]["display_name"], "cli-node");
+    let filtered: serde_json::Value = serde_json::from_str(&stdout(&tcli(
+        &coord.url,
+        None,
+        &["peers", "--tag", "no-such-tag", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(filtered["peers"].as_array().unwrap().len(), 0);
+
+    let list = stdout(&tcli(&coord.url, Some(&admin), &["token", "list"]));
+    let id = token.split('_').nth(1).unwrap();
+    let row = list.lines().find(|l| l.starts_with(id)).unwrap();
+    assert!(
+        row.contains("active") && row.contains("1/2") && row.contains("ci"),
+        "{row}"
+    );
+
+    stdout(&tcli(&coord.url, Some(&admin), &["token", "revoke", id]));
+    let list = stdout(&tcli(
+        &coord.url,
+        Some(&admin),
+        &["token", "list", "--json"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v["tokens"][0]["state"], "revoked");
+    drop(node);
+}
+
+#[test]
+fn errors_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = CoordinatorProc::start(&dir.path().join("coord"), "127.0.0.1:0", &[]).unwrap();
+    let o = tcli(&coord.url, None, &["token", "list"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("TABBIFY_ADMIN_TOKEN"), "{err}");
+
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "tbfa_wrong").unwrap();
+    let o = tcli(&coord.url, Some(&wrong), &["token", "list"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("401"), "{err}");
+
+    let o = tcli("http://127.0.0.1:9", None, &["peers"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot reach the coordinator"), "{err}");
+}
+
+#[test]
+fn dev_starts_a_mesh_and_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string()
+    };
+    let (cp, np) = (port(0), port(1));
+    let run = || {
+        Command::new(bin_path("tcli").unwrap())
+            .args([
+                "dev",
+                "--once",
+                "--coordinator-port",
+                &cp,
+                "--node-port",
+                &np,
+                "--dir",
+            ])
+            .arg(dir.path().join("dev"))
+            .output()
+            .unwrap()
+    };
+    let first = stdout(&run());
+    assert!(
+        first.contains("dev-node") && first.contains("online"),
+        "{first}"
+    );
+    let ula = first
+        .lines()
+        .find(|l| l.starts_with("node"))
+        .and_then(|l| l.split("ula=").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    // The second run reuses the state: same node, same address.
+    let second = stdout(&run());
+    assert!(second.contains(&format!("ula={ula}")), "{second}");
+    // Nothing is left listening.
+    assert!(std::net::TcpStream::connect(format!("127.0.0.1:{cp}")).is_err());
+    assert!(std::net::TcpStream::connect(format!("127.0.0.1:{np}")).is_err());
+}

@@ -1,0 +1,83 @@
+//! What a test needs from the machine, and the one place that decides to skip or fail.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// Running as root (uid 0).
+    Root,
+    /// `/dev/net/tun` opens and we may create network namespaces (`ip netns`).
+    NetNs,
+    /// A Docker daemon answers `docker info`.
+    Docker,
+    /// `/dev/kvm` exists and opens read-write.
+    Kvm,
+    /// `qemu-system-x86_64` is on PATH.
+    Qemu,
+    /// `nix-instantiate` is on PATH (Debian's `nix-bin`).
+    Nix,
+    /// `systemd-analyze` is on PATH (Debian's `systemd`).
+    SystemdAnalyze,
+}
+
+impl Capability {
+    /// `None` when present, otherwise a one-line reason.
+    pub fn missing_reason(self) -> Option<String> {
+        match self {
+            Capability::Root => {
+                (nix::unistd::geteuid().as_raw() != 0).then(|| "not running as root".to_string())
+            }
+            Capability::NetNs => {
+                if nix::unistd::geteuid().as_raw() != 0 {
+                    return Some("network namespaces need root".into());
+                }
+                if !Path::new("/dev/net/tun").exists() {
+                    return Some("/dev/net/tun is missing".into());
+                }
+                if !command_ok("ip", &["netns", "list"]) {
+                    return Some("`ip netns` (iproute2) is not usable".into());
+                }
+                None
+            }
+            Capability::Docker => (!command_ok("docker", &["info"]))
+                .then(|| "no Docker daemon answers `docker info`".to_string()),
+            Capability::Kvm => std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/kvm")
+                .err()
+                .map(|e| format!("/dev/kvm does not open read-write: {e}")),
+            Capability::Qemu => (!command_ok("qemu-system-x86_64", &["--version"]))
+                .then(|| "qemu-system-x86_64 is not installed".to_string()),
+            Capability::Nix => (!command_ok("nix-instantiate", &["--version"]))
+                .then(|| "nix-instantiate is not installed (apt-get install nix-bin)".to_string()),
+            Capability::SystemdAnalyze => (!command_ok("systemd-analyze", &["--version"]))
+                .then(|| "systemd-analyze is not installed (apt-get install systemd)".to_string()),
+        }
+    }
+}
+
+fn command_ok(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// True when every capability in `cap` is there. When one is missing: with
+/// `TABBIFY_REQUIRE_ALL=1` this panics (the test fails); otherwise it prints one line and returns
+/// false so the test can return early.
+pub fn require(cap: Capability) -> bool {
+    let Some(reason) = cap.missing_reason() else {
+        return true;
+    };
+    if std::env::var("TABBIFY_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+        panic!("required capability {cap:?} is missing: {reason} (TABBIFY_REQUIRE_ALL=1)");
+    }
+    eprintln!("skipped: {reason}");
+    false
+}

@@ -1,0 +1,22 @@
+//! Test support shared by every crate's integration tests: capability checks that skip (or, with
+//! `TABBIFY_REQUIRE_ALL=1`, fail) when the machine lacks something, locating the workspace's built
+//! binaries, and child processes that are killed when a test ends, however it ends.
+
+pub mod capability;
+pub mod cluster;
+pub mod netns;
+pub mod process;
+
+pub use capability::{Capability, require};
+pub use process::{ChildGuard, bin_path, read_ready_line, workspace_root};
+
+/// Skips the calling test (returns early) when `cap` is missing, unless `TABBIFY_REQUIRE_ALL=1`,
+/// in which case the test fails with the reason.
+#[macro_export]
+macro_rules! require {
+    ($cap:expr) => {
+        if !$crate::capability::require($cap) {
+            return;
+        }
+    };
+}
