@@ -80,6 +80,7 @@ for m in "${wanted_modules[@]}"; do
     visit "$p"
 done
 
+mkdir -p "$(dirname "$out")"
 tmp="$(mktemp -d "${out%/}.tmp.XXXXXX")"
 chmod 755 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
@@ -99,7 +100,6 @@ if [ ${#ordered[@]} -gt 0 ]; then
         echo "$f" >> "$tmp/modules/order"
     done
 fi
-mkdir -p "$(dirname "$out")"
 rm -rf "$out.old"
 [ -e "$out" ] && mv "$out" "$out.old"
 mv "$tmp" "$out"
