@@ -9,7 +9,7 @@ use tabbify_wire::{Endpoint, Tag, Timestamp};
 pub const MAX_DISPLAY_NAME_CHARS: usize = 63;
 pub const MAX_VERSION_CHARS: usize = 64;
 pub const MAX_TAGS: usize = 32;
-pub const MAX_ENDPOINTS: usize = 16;
+pub use tabbify_wire::MAX_ENDPOINTS;
 
 /// A body that parsed as JSON but breaks a rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -3,7 +3,7 @@
 //! the coordinator's roster by following its watch stream (resuming from the last revision after
 //! any disconnect).
 
-use crate::endpoints::{advertised_endpoints, interface_addrs};
+use crate::endpoints::{MeshSide, advertised_endpoints, interface_addrs};
 use crate::roster::{Applied, Roster};
 use crate::status::StatusHandle;
 use anyhow::{Context, Result};
@@ -40,7 +40,7 @@ const ENDPOINT_REFRESH: Duration = Duration::from_secs(2);
 struct EndpointSource {
     advertise: Vec<Endpoint>,
     port: u16,
-    tun_name: String,
+    mesh: MeshSide,
 }
 
 impl EndpointSource {
@@ -51,7 +51,7 @@ impl EndpointSource {
             status.snapshot().observed_addr,
             &interface_addrs(),
             self.port,
-            &self.tun_name,
+            &self.mesh,
         );
         if status.snapshot().endpoints != now {
             tracing::info!(endpoints = ?now, "advertised endpoints");
@@ -92,7 +92,10 @@ impl MeshLink {
         let endpoints = EndpointSource {
             advertise: settings.advertise.clone(),
             port: dataplane.local_port(),
-            tun_name: settings.tun_name.clone(),
+            mesh: MeshSide {
+                tun_name: settings.tun_name.clone(),
+                prefix: reg.mesh_prefix,
+            },
         };
         endpoints.refresh(&status);
         let refresher = tokio::spawn(refresh_endpoints(endpoints, status.clone()));

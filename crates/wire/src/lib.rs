@@ -20,7 +20,7 @@ pub mod token;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use key::{KeyError, PublicKeyB64};
-pub use net::{Endpoint, EndpointError, Ipv6Prefix, PrefixError};
+pub use net::{Endpoint, EndpointError, Ipv6Prefix, MAX_ENDPOINTS, PrefixError};
 pub use tag::{Tag, TagError};
 pub use time::Timestamp;
 

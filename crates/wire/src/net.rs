@@ -5,6 +5,9 @@ use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
+/// The most underlay endpoints one peer may advertise; the coordinator refuses more.
+pub const MAX_ENDPOINTS: usize = 16;
+
 /// An IPv6 prefix such as `fd12:3456:789a::/48`. The address is always stored masked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
