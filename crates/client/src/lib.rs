@@ -2,8 +2,10 @@
 //! by `tcli` (roster, join tokens). Every call returns the coordinator's [`ErrorBody`] on failure,
 //! so callers can tell a refused join token from an unreachable coordinator.
 
+mod apps;
 mod watch;
 
+pub use apps::AppChange;
 pub use watch::WatchMessage;
 
 use futures_util::Stream;

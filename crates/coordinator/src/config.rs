@@ -59,6 +59,17 @@ pub struct CoordinatorArgs {
           value_parser = humantime::parse_duration)]
     pub retention: Duration,
 
+    /// A replica on a node that went offline stays assigned this long, then is placed elsewhere
+    /// (e.g. 30s, 2m).
+    #[arg(long, env = "TABBIFY_COORDINATOR_NODE_LOST_GRACE", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub node_lost_grace: Duration,
+
+    /// The artifact server (tabbify-appsrv) nodes fetch apps from when a deploy names none,
+    /// e.g. http://10.0.0.5:9000.
+    #[arg(long, env = "TABBIFY_COORDINATOR_APPSRV")]
+    pub appsrv: Option<String>,
+
     /// Log format on stderr.
     #[arg(
         long,
@@ -82,6 +93,9 @@ pub struct CoordinatorConfig {
     pub insecure_no_mtls: bool,
     pub liveness: LivenessPolicy,
     pub event_log_capacity: u64,
+    pub node_lost_grace: Duration,
+    /// Checked, without a trailing slash.
+    pub appsrv: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,6 +114,8 @@ pub enum ConfigError {
     Retention { retention: String, offline: String },
     #[error("--event-log-capacity must be at least 1")]
     EventLogCapacity,
+    #[error("--appsrv: {0}")]
+    Appsrv(String),
 }
 
 impl CoordinatorArgs {
@@ -131,6 +147,13 @@ impl CoordinatorArgs {
         if self.event_log_capacity == 0 {
             return Err(ConfigError::EventLogCapacity);
         }
+        let appsrv = match &self.appsrv {
+            Some(url) => Some(
+                crate::app_spec::check_appsrv_url(url)
+                    .map_err(|e| ConfigError::Appsrv(e.to_string()))?,
+            ),
+            None => None,
+        };
         Ok(CoordinatorConfig {
             listen: self.listen,
             data_dir: self.data_dir,
@@ -138,6 +161,8 @@ impl CoordinatorArgs {
             insecure_no_mtls: self.insecure_no_mtls,
             liveness,
             event_log_capacity: self.event_log_capacity,
+            node_lost_grace: self.node_lost_grace,
+            appsrv,
         })
     }
 }
@@ -181,6 +206,25 @@ mod tests {
         assert_eq!(cfg.liveness.offline_after_missed, 3);
         assert_eq!(cfg.liveness.retention, Duration::from_secs(7 * 24 * 3600));
         assert!(!cfg.open_join);
+        assert_eq!(cfg.node_lost_grace, Duration::from_secs(30));
+        assert_eq!(cfg.appsrv, None);
+    }
+
+    #[test]
+    fn apps_flags() {
+        let cfg = parse(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--node-lost-grace",
+            "1500ms",
+            "--appsrv",
+            "http://10.0.0.5:9000/",
+        ])
+        .unwrap();
+        assert_eq!(cfg.node_lost_grace, Duration::from_millis(1500));
+        assert_eq!(cfg.appsrv.as_deref(), Some("http://10.0.0.5:9000"));
+        let err = parse(&["--listen", "127.0.0.1:0", "--appsrv", "10.0.0.5:9000"]).unwrap_err();
+        assert!(matches!(err, ConfigError::Appsrv(_)), "{err}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Bringing the coordinator up and down: data dir, admin token, store, listener, the liveness
-//! task, and a graceful shutdown with a bounded drain.
+//! and placement tasks, and a graceful shutdown with a bounded drain.
 
 use crate::admin_token::{self, AdminTokenError};
 use crate::api;
@@ -63,11 +63,17 @@ impl Server {
             mesh: store.mesh_prefix(),
             event_log_capacity: config.event_log_capacity,
             serving_since: Timestamp::now(),
+            node_lost_grace: config.node_lost_grace,
+            default_appsrv: config.appsrv.clone(),
         };
         let service = Arc::new(
             Service::new(store, &admin_token, settings)
                 .map_err(|e| StartError::Task(e.to_string()))?,
         );
+        // One placement pass before serving, so the first answers already carry pending reasons.
+        if let Err(e) = service.placement_tick().await {
+            tracing::error!(error = %e, "placement pass at startup failed");
+        }
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -94,6 +100,8 @@ impl Server {
             data_dir = %config.data_dir.display(),
             mesh = %service.settings.mesh,
             heartbeat_interval = ?config.liveness.heartbeat_interval,
+            node_lost_grace = ?config.node_lost_grace,
+            appsrv = config.appsrv.as_deref().unwrap_or("-"),
             "coordinator ready"
         );
         Ok(Self {
@@ -118,6 +126,7 @@ impl Server {
     {
         let svc = self.service;
         let liveness = tokio::spawn(liveness_loop(Arc::clone(&svc)));
+        let placement = tokio::spawn(placement_loop(Arc::clone(&svc)));
         let cancel = svc.shutdown.clone();
         let signal = async move {
             shutdown.await;
@@ -144,6 +153,7 @@ impl Server {
         };
         svc.shutdown.cancel();
         liveness.abort();
+        placement.abort();
         if let Err(e) = svc.write(|s, _| s.checkpoint()).await {
             tracing::warn!(error = %e, "final checkpoint failed");
         }
@@ -162,6 +172,25 @@ async fn liveness_loop(svc: Arc<Service>) {
         }
         if let Err(e) = svc.liveness_tick().await {
             tracing::error!(error = %e, "liveness pass failed");
+        }
+    }
+}
+
+/// How often placement runs besides after every app and roster change.
+const PLACEMENT_PERIOD: Duration = Duration::from_secs(1);
+
+/// Places apps once a second (the first pass at once, so pending reasons are known right after
+/// a restart).
+async fn placement_loop(svc: Arc<Service>) {
+    let mut tick = tokio::time::interval(PLACEMENT_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = svc.shutdown.cancelled() => return,
+        }
+        if let Err(e) = svc.placement_tick().await {
+            tracing::error!(error = %e, "placement pass failed");
         }
     }
 }

@@ -5,6 +5,10 @@
 //! async workers, and lets a burst of requests queue as messages instead of blocked threads.
 //! Events are broadcast by the owner right after the job that made them, so the broadcast order is
 //! the revision order and a watcher that subscribes before reading the log never misses one.
+//!
+//! The owner also keeps apps placed: a job that changed the roster (it produced an event) is
+//! followed by a placement run before the next job starts, and the apps revision after every job
+//! is published on a `watch` channel that the assignment streams follow.
 
 use crate::liveness::LivenessPolicy;
 use crate::metrics::Metrics;
@@ -14,7 +18,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 use tabbify_wire::mesh::RosterEvent;
 use tabbify_wire::{Ipv6Prefix, Timestamp};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// How many events a slow watcher may fall behind before it re-reads the log.
@@ -33,6 +37,10 @@ pub struct Settings {
     pub event_log_capacity: u64,
     /// When this process started serving; liveness does not count time before it.
     pub serving_since: Timestamp,
+    /// How long a replica stays on an offline node before it is placed elsewhere.
+    pub node_lost_grace: Duration,
+    /// Where nodes fetch artifacts when a request names no appsrv (`--appsrv`).
+    pub default_appsrv: Option<String>,
 }
 
 impl Settings {
@@ -54,6 +62,7 @@ pub enum ServiceError {
 pub struct Service {
     jobs: mpsc::Sender<Job>,
     events: broadcast::Sender<RosterEvent>,
+    apps_revision: watch::Receiver<u64>,
     admin_hash: SecretHash,
     pub settings: Settings,
     pub metrics: Metrics,
@@ -76,14 +85,16 @@ impl Service {
     ) -> Result<Self, ServiceError> {
         let (events, _) = broadcast::channel(capacity.max(1));
         let (jobs, queue) = mpsc::channel(JOB_QUEUE);
+        let (apps_tx, apps_revision) = watch::channel(store.apps_revision());
         let broadcaster = events.clone();
         std::thread::Builder::new()
             .name("tabbify-store".into())
-            .spawn(move || own_store(store, queue, broadcaster))
+            .spawn(move || own_store(store, queue, broadcaster, apps_tx))
             .map_err(|e| ServiceError::Task(format!("cannot start the store thread: {e}")))?;
         Ok(Self {
             jobs,
             events,
+            apps_revision,
             admin_hash: tokens::hash_secret(admin_token),
             settings,
             metrics: Metrics::new(),
@@ -99,6 +110,12 @@ impl Service {
     /// A receiver of every event committed after this call.
     pub fn subscribe(&self) -> broadcast::Receiver<RosterEvent> {
         self.events.subscribe()
+    }
+
+    /// Follows the apps revision: it changes after every job that changed an app or a node's
+    /// assignment set.
+    pub fn watch_apps(&self) -> watch::Receiver<u64> {
+        self.apps_revision.clone()
     }
 
     /// Runs `f` on the store thread.
@@ -118,9 +135,16 @@ impl Service {
         F: FnOnce(&mut Store, &mut Vec<RosterEvent>) -> T + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
+        let grace = self.settings.node_lost_grace;
         let job: Job = Box::new(move |store, broadcaster| {
             let mut new_events = Vec::new();
             let out = f(store, &mut new_events);
+            if !new_events.is_empty() {
+                // The roster changed: replicas may have to move, pending ones may fit now.
+                if let Err(e) = store.place_apps(Timestamp::now(), grace) {
+                    tracing::error!(error = %e, "placement after a roster change failed");
+                }
+            }
             for ev in new_events {
                 // No receiver is fine: nobody is watching.
                 let _ = broadcaster.send(ev);
@@ -162,6 +186,15 @@ impl Service {
         .map_err(ServiceError::from)
     }
 
+    /// Runs placement (the once-a-second pass that catches lapsed grace periods and new free
+    /// resources from heartbeats).
+    pub async fn placement_tick(&self) -> Result<(), ServiceError> {
+        let grace = self.settings.node_lost_grace;
+        self.write(move |store, _| store.place_apps(Timestamp::now(), grace))
+            .await?
+            .map_err(ServiceError::from)
+    }
+
     /// How often the background task runs: every second, or faster for short test intervals.
     pub fn liveness_period(&self) -> Duration {
         (self.settings.liveness.heartbeat_interval / 2)
@@ -176,12 +209,19 @@ fn own_store(
     mut store: Store,
     mut queue: mpsc::Receiver<Job>,
     broadcaster: broadcast::Sender<RosterEvent>,
+    apps_revision: watch::Sender<u64>,
 ) {
     while let Some(job) = queue.blocking_recv() {
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut store, &broadcaster)));
         if ran.is_err() {
             tracing::error!("a store job panicked; continuing with the next one");
         }
+        let rev = store.apps_revision();
+        apps_revision.send_if_modified(|seen| {
+            let changed = *seen != rev;
+            *seen = rev;
+            changed
+        });
     }
     tracing::debug!("store thread finished");
 }
@@ -201,6 +241,8 @@ mod tests {
             mesh: "fd00:1:2::/48".parse().unwrap(),
             event_log_capacity: 10,
             serving_since: Timestamp(0),
+            node_lost_grace: Duration::from_secs(30),
+            default_appsrv: None,
         }
     }
 

@@ -195,6 +195,8 @@ mod tests {
             mesh: store.mesh_prefix(),
             event_log_capacity: 100_000,
             serving_since: Timestamp::now(),
+            node_lost_grace: Duration::from_secs(30),
+            default_appsrv: None,
         };
         let svc =
             Service::with_broadcast_capacity(store, "tbfa_test", settings, broadcast_capacity)

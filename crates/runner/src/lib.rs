@@ -19,4 +19,4 @@ pub mod stats;
 pub use app_dir::AppDir;
 pub use client::{ClientError, RunnerClient};
 pub use launch::{Liveness, check_runner, spawn_runner, spawn_runner_with_exit_hook};
-pub use run::{READY_MARKER, RunError, run};
+pub use run::{READY_MARKER, RunError, START_FAILED, run};

@@ -33,11 +33,32 @@ pub enum RunError {
     Listen { addr: SocketAddr, source: io::Error },
     #[error("cannot load the app: {0}")]
     Load(#[from] LoadError),
+    /// The app's container or microVM could not be started for a reason other than its artifact
+    /// (the image is missing, the daemon does not answer, the container or guest exited at once,
+    /// the node has no guest kernel). Its message starts with [`START_FAILED`].
+    #[error("cannot start the app: {0}")]
+    Start(LoadError),
     #[error("cannot install signal handlers: {0}")]
     Signals(io::Error),
+    #[error("the app ended: {0}")]
+    Ended(#[from] runtime::AppEnded),
 }
 
+/// The start of a [`RunError::Start`] message, by which the supervisor tells an app that could not
+/// start from an artifact it could not load.
+pub const START_FAILED: &str = "cannot start the app: ";
+
 impl RunError {
+    /// A load error as the runner reports it: a docker or microVM app that could not start is
+    /// not a bad artifact.
+    fn from_load(e: LoadError) -> Self {
+        if e.is_artifact_problem() {
+            RunError::Load(e)
+        } else {
+            RunError::Start(e)
+        }
+    }
+
     /// 2 when the runner was started wrongly (no or bad spec), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -103,7 +124,8 @@ async fn serve_app(dir: &AppDir, spec: &RunnerSpec, log: &AppLog) -> Result<(), 
     let load_log = log.clone();
     let app = tokio::task::spawn_blocking(move || runtime::load(&load_spec, load_log, stats))
         .await
-        .map_err(|e| LoadError::Engine(format!("loader task failed: {e}")))??;
+        .map_err(|e| LoadError::Engine(format!("loader task failed: {e}")))?
+        .map_err(RunError::from_load)?;
     let listener = socket.listen(1024).map_err(listen_error)?;
     let cache = app.compile_cache();
     if let Some(cache) = cache {
@@ -121,8 +143,9 @@ async fn serve_app(dir: &AppDir, spec: &RunnerSpec, log: &AppLog) -> Result<(), 
     println!("{READY_MARKER}{addr}");
     tracing::info!(%addr, app_id = %spec.app_id, ?cache, "serving");
 
-    app.serve(listener, control).await;
+    let served = app.serve(listener, control).await;
     socket_task.shutdown().await;
+    served?;
     Ok(())
 }
 
@@ -202,5 +225,28 @@ impl<T> Drop for AbortOnDrop<T> {
         if let Some(handle) = &self.0 {
             handle.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::docker::DockerError;
+
+    #[test]
+    fn a_container_that_cannot_start_is_not_a_bad_artifact() {
+        let missing = RunError::from_load(LoadError::Docker(DockerError::ImageMissing {
+            image: "hello:1".into(),
+        }));
+        assert!(matches!(missing, RunError::Start(_)), "{missing}");
+        assert!(missing.to_string().starts_with(START_FAILED), "{missing}");
+        let corrupt = RunError::from_load(LoadError::Docker(DockerError::Tarball {
+            path: "/a/image.tar".into(),
+            message: "no manifest.json".into(),
+        }));
+        assert!(
+            corrupt.to_string().starts_with("cannot load the app: "),
+            "{corrupt}"
+        );
     }
 }

@@ -82,6 +82,8 @@ async fn health(State(st): State<ApiState>) -> Json<SupervisorHealth> {
         coordinator: s.coordinator,
         uptime_secs: s.started.elapsed().as_secs(),
         kvm: s.caps.kvm,
+        kvm_detail: s.caps.kvm_detail.clone(),
+        vm_runtime: s.caps.vm_runtime.clone(),
         mesh_error: s.mesh_error,
     })
 }

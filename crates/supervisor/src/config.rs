@@ -67,6 +67,11 @@ pub struct SupervisorArgs {
     )]
     pub advertise_endpoints: Vec<tabbify_wire::Endpoint>,
 
+    /// Serve the apps of the mesh to clients outside it: `http://ADDR/app/<name>/…` is proxied
+    /// over the mesh to a running replica.
+    #[arg(long, env = "TABBIFY_INGRESS")]
+    pub ingress: Option<std::net::SocketAddr>,
+
     /// `tun`: carry mesh traffic (needs NET_ADMIN and /dev/net/tun). `off`: control plane only,
     /// register and heartbeat but carry no traffic (labs, tests, hosts without a TUN device).
     #[arg(long, env = "TABBIFY_DATAPLANE", value_enum, default_value_t = DataplaneMode::Tun)]
@@ -92,6 +97,11 @@ pub struct SupervisorArgs {
     #[arg(long, env = "TABBIFY_MAX_APP_UPLOAD_MIB", default_value_t = 64)]
     pub max_app_upload_mib: usize,
 
+    /// Largest deploy request of a docker app that carries its image (a `docker save` tarball),
+    /// in MiB. The upload is held in memory while it is checked.
+    #[arg(long, env = "TABBIFY_MAX_IMAGE_UPLOAD_MIB", default_value_t = 1024)]
+    pub max_image_upload_mib: usize,
+
     /// An app runner not serving this long after it started is killed (and its deploy fails).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub app_start_timeout: Duration,
@@ -103,6 +113,15 @@ pub struct SupervisorArgs {
     /// How long a stopping app may drain its requests before it is killed.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub app_stop_grace: Duration,
+
+    /// Guest kernel of microVM apps (`kind = "firecracker"`). A `modules/` directory beside it
+    /// (virtio drivers) and the guest init `tabbify-vm-init` are used from the same directory.
+    #[arg(
+        long,
+        env = "TABBIFY_VM_KERNEL",
+        default_value = "/var/lib/tabbify/vm/vmlinuz"
+    )]
+    pub vm_kernel: PathBuf,
 
     #[command(flatten)]
     pub log: LogArgs,

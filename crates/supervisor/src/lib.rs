@@ -1,7 +1,8 @@
 //! The node: `tabbify-supervisor` joins the coordinator with a durable identity, advertises what
 //! this machine can run (mesh tags), keeps its roster entry alive with heartbeats and serves the
 //! control API (`/health`, `/v1/about`, `/v1/apps`). Apps run in one `tabbify-runner` process
-//! each, managed by [`apps`].
+//! each, managed by [`apps`]; [`assignments`] follows what the coordinator places on this node,
+//! and [`ingress`] (with `--ingress`) serves the mesh's apps to clients outside it.
 //!
 //! Decisions (backoff, tags from capabilities) are pure functions in their own modules; the tasks
 //! in `join` and `probe` only do I/O. The node's status has one owner, a `watch` channel
@@ -10,9 +11,11 @@
 pub mod api;
 pub mod api_server;
 pub mod apps;
+pub mod assignments;
 pub mod backoff;
 pub mod config;
 pub mod endpoints;
+pub mod ingress;
 pub mod join;
 pub mod mesh_link;
 pub mod probe;

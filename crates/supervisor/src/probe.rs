@@ -1,11 +1,16 @@
 //! What this machine can run. `wasm` always; `docker` when a daemon answers a ping (honouring
-//! `DOCKER_HOST`); `firecracker` when `/dev/kvm` opens read-write, answers the KVM API version
-//! ioctl, and a `firecracker` binary is on PATH. The supervisor never escalates past what it is
-//! given: every check is a read-only look.
+//! `DOCKER_HOST`); `firecracker` (the tag) only when KVM really runs guests — `/dev/kvm` opens,
+//! answers the KVM API, and a tiny probe guest runs at a usable speed
+//! ([`tabbify_vm::kvm_runs_guests`]) — AND a VMM that uses it (`firecracker` or
+//! `qemu-system-x86_64`) is on PATH. Apart from the tag, the node *runs* microVM apps whenever
+//! some VMM can boot them, which includes QEMU emulating the CPU (TCG, slow: for tests and
+//! machines without KVM); that never makes the node advertise `firecracker`. The supervisor never
+//! escalates past what it is given: every check is a look, not a change.
 
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tabbify_vm::{Accel, AnyVmm, VmmDiscovery};
 use tabbify_wire::Tag;
 
 /// Result of one probe.
@@ -16,14 +21,23 @@ pub struct Capabilities {
     pub docker_detail: String,
     pub kvm: bool,
     pub kvm_detail: String,
-    /// Path of the VMM that can use KVM (today: a `firecracker` binary).
+    /// Path of the VMM that can use KVM (`firecracker`, else `qemu-system-x86_64`).
     pub vmm: Option<PathBuf>,
+    /// How microVM apps run here when they can: `firecracker`, `qemu-kvm` or `qemu-tcg`.
+    pub vm_runtime: Option<String>,
+    /// Why microVM apps cannot run here, or how they do.
+    pub vm_detail: String,
 }
 
 impl Capabilities {
-    /// True when the node may advertise `firecracker`.
+    /// True when the node may advertise `firecracker`: KVM runs guests and a VMM uses it.
     pub fn firecracker(&self) -> bool {
         self.kvm && self.vmm.is_some()
+    }
+
+    /// True when a deployed microVM app can boot here (with or without KVM).
+    pub fn runs_vms(&self) -> bool {
+        self.vm_runtime.is_some()
     }
 }
 
@@ -49,13 +63,84 @@ pub fn tags_for(caps: &Capabilities, extra: &[Tag]) -> Vec<Tag> {
 /// Runs every check. Never fails: a failed check is an absent capability with its reason.
 pub async fn probe() -> Capabilities {
     let (docker, docker_detail) = probe_docker().await;
-    let (kvm, kvm_detail) = probe_kvm(Path::new("/dev/kvm"));
+    let vms = tokio::task::spawn_blocking(probe_vms)
+        .await
+        .unwrap_or_else(|e| VmProbe {
+            kvm: false,
+            kvm_detail: format!("the KVM probe failed: {e}"),
+            discovery: VmmDiscovery {
+                firecracker: None,
+                qemu: None,
+                kvm_usable: false,
+            },
+        });
+    let d = &vms.discovery;
+    let vmm = d
+        .hardware_vms()
+        .then(|| d.firecracker.clone().or_else(|| d.qemu.clone()))
+        .flatten();
+    let (vm_runtime, vm_detail) = vm_runtime(d);
     Capabilities {
         docker,
         docker_detail,
+        kvm: vms.kvm,
+        kvm_detail: vms.kvm_detail,
+        vmm,
+        vm_runtime,
+        vm_detail,
+    }
+}
+
+/// What the microVM checks found.
+struct VmProbe {
+    kvm: bool,
+    kvm_detail: String,
+    discovery: VmmDiscovery,
+}
+
+/// `/dev/kvm` answers the API, then a real probe guest must run at a usable speed; the VMMs are
+/// looked up on PATH. Blocking (the probe guest runs for a few milliseconds).
+fn probe_vms() -> VmProbe {
+    let (mut kvm, mut kvm_detail) = probe_kvm(Path::new("/dev/kvm"));
+    if kvm && let Err(why) = tabbify_vm::kvm::judge(&tabbify_vm::kvm::probe()) {
+        kvm = false;
+        kvm_detail = format!("/dev/kvm opens but does not run guests: {why}");
+    } else if kvm {
+        kvm_detail = "/dev/kvm runs guests".into();
+    }
+    VmProbe {
         kvm,
         kvm_detail,
-        vmm: find_on_path("firecracker"),
+        discovery: VmmDiscovery {
+            firecracker: find_on_path("firecracker"),
+            qemu: find_on_path(tabbify_vm::vmm::QEMU_BINARY),
+            kvm_usable: kvm,
+        },
+    }
+}
+
+/// Which VMM a runner would pick for a microVM app (pure): the same choice the runner makes.
+pub fn vm_runtime(d: &VmmDiscovery) -> (Option<String>, String) {
+    match d.choose(true) {
+        Some(AnyVmm::Firecracker(f)) => (
+            Some("firecracker".into()),
+            format!("Firecracker {} with KVM", f.binary.display()),
+        ),
+        Some(AnyVmm::Qemu(q)) if q.accel == Accel::Kvm => (
+            Some("qemu-kvm".into()),
+            format!("QEMU {} with KVM", q.binary.display()),
+        ),
+        Some(AnyVmm::Qemu(q)) => (
+            Some("qemu-tcg".into()),
+            format!(
+                "QEMU {} emulating the CPU (TCG: slow, never advertised as firecracker)",
+                q.binary.display()
+            ),
+        ),
+        None => (
+            None,
+            "no VMM that can boot guests: neither firecracker with usable KVM nor qemu-system-x86_64 is on PATH".into(),
+        ),
     }
 }
 
@@ -178,6 +263,36 @@ mod tests {
             names(&tags_for(&caps(true, true, true), &[])),
             ["wasm", "docker", "firecracker"]
         );
+    }
+
+    #[test]
+    fn qemu_without_kvm_runs_vms_but_is_never_advertised() {
+        let tcg = VmmDiscovery {
+            firecracker: None,
+            qemu: Some("/usr/bin/qemu-system-x86_64".into()),
+            kvm_usable: false,
+        };
+        let (runtime, detail) = vm_runtime(&tcg);
+        assert_eq!(runtime.as_deref(), Some("qemu-tcg"));
+        assert!(detail.contains("never advertised"), "{detail}");
+        let c = Capabilities {
+            vm_runtime: runtime,
+            ..caps(false, false, false)
+        };
+        assert!(c.runs_vms() && !c.firecracker());
+        assert_eq!(names(&tags_for(&c, &[])), ["wasm"]);
+        let kvm = VmmDiscovery {
+            firecracker: Some("/usr/bin/firecracker".into()),
+            kvm_usable: true,
+            ..tcg.clone()
+        };
+        assert_eq!(vm_runtime(&kvm).0.as_deref(), Some("firecracker"));
+        let none = VmmDiscovery {
+            firecracker: Some("/usr/bin/firecracker".into()),
+            qemu: None,
+            kvm_usable: false,
+        };
+        assert_eq!(vm_runtime(&none).0, None);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Wires the node together: identity, capability probe, join and heartbeat task, the mesh data
-//! plane, the control API, systemd notifications, and a clean shutdown on SIGTERM/SIGINT (which
+//! plane, the control API, the assignment loop (apps the coordinator places here),
+//! systemd notifications, and a clean shutdown on SIGTERM/SIGINT (which
 //! also removes the TUN device).
 
 use crate::api::ApiState;
 use crate::api_server::ApiServer;
 use crate::config::{DataplaneMode, SupervisorArgs};
+use crate::ingress::IngressServer;
 use crate::join::Joiner;
 use crate::mesh_link::{LinkSettings, MeshLink};
 use crate::probe::{probe, tags_for};
@@ -98,11 +100,22 @@ pub async fn run(args: SupervisorArgs) -> Result<()> {
         backoff_cap: args.join_backoff_cap,
     };
     let join_task = tokio::spawn(joiner.run(registered_tx));
+    let assignments_task = tokio::spawn(
+        crate::assignments::Follower {
+            client: client.clone(),
+            apps: api_state.apps.clone(),
+            cache: crate::assignments::ArtifactCache::new(&args.data_dir),
+            state_file: args.data_dir.join("assignments.json"),
+            registered: registered.clone(),
+        }
+        .run(),
+    );
 
     // An explicit --bind serves at once, so /health shows a node that cannot join yet; the
     // default ([ula]:8730) can only bind once the ULA is on the TUN device.
     let mut node = MeshNode {
         link: None,
+        ingress: None,
         api: None,
         fixed_api: match args.bind {
             Some(bind) => Some(ApiServer::start(bind, api_state.clone()).await?),
@@ -120,12 +133,16 @@ pub async fn run(args: SupervisorArgs) -> Result<()> {
                     break Ok(());
                 }
                 let reg = registered.borrow_and_update().clone();
-                if let Some(reg) = reg
-                    && let Err(e) = node
+                if let Some(reg) = reg {
+                    if let Err(e) = node
                         .on_registered(&args, &settings, &reg, &client, &status, &api_state)
                         .await
-                {
-                    break Err(e);
+                    {
+                        break Err(e);
+                    }
+                    if let Err(e) = node.ensure_ingress(&args, &client, &reg).await {
+                        break Err(e);
+                    }
                 }
             }
             _ = status_rx.changed() => {}
@@ -146,6 +163,7 @@ pub async fn run(args: SupervisorArgs) -> Result<()> {
     tracing::info!("shutting down");
     systemd::stopping();
     join_task.abort();
+    assignments_task.abort();
     node.stop().await;
     result
 }
@@ -154,6 +172,7 @@ pub async fn run(args: SupervisorArgs) -> Result<()> {
 /// the ULA (unless an explicit `--bind` already serves it).
 struct MeshNode {
     link: Option<MeshLink>,
+    ingress: Option<IngressServer>,
     api: Option<ApiServer>,
     fixed_api: Option<ApiServer>,
     /// Where the API finds the data plane's statistics; cleared before the data plane stops.
@@ -215,7 +234,36 @@ impl MeshNode {
         }
     }
 
+    /// With `--ingress`: serves it with the current credential (restarted when a new
+    /// registration brings another one).
+    async fn ensure_ingress(
+        &mut self,
+        args: &SupervisorArgs,
+        client: &CoordinatorClient,
+        reg: &RegisterResponse,
+    ) -> Result<()> {
+        let Some(bind) = args.ingress else {
+            return Ok(());
+        };
+        if self
+            .ingress
+            .as_ref()
+            .is_some_and(|i| i.credential == reg.peer_credential)
+        {
+            return Ok(());
+        }
+        if let Some(old) = self.ingress.take() {
+            old.stop().await;
+        }
+        self.ingress =
+            Some(IngressServer::start(bind, client.clone(), reg.peer_credential.clone()).await?);
+        Ok(())
+    }
+
     async fn stop(&mut self) {
+        if let Some(ingress) = self.ingress.take() {
+            ingress.stop().await;
+        }
         if let Some(api) = self.fixed_api.take() {
             api.stop().await;
         }
@@ -286,8 +334,12 @@ fn apps_config(args: &SupervisorArgs, status: StatusHandle) -> crate::apps::Apps
         start_timeout: args.app_start_timeout,
         request_deadline: args.app_request_deadline,
         stop_grace: args.app_stop_grace,
+        vm_kernel: args.vm_kernel.clone(),
         health_interval: std::time::Duration::from_secs(5),
-        max_upload: args.max_app_upload_mib.saturating_mul(1024 * 1024),
+        max_upload: crate::apps::upload::UploadLimits {
+            app: args.max_app_upload_mib.saturating_mul(1024 * 1024),
+            image: args.max_image_upload_mib.saturating_mul(1024 * 1024),
+        },
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 use tabbify_client::CoordinatorClient;
 use tabbify_wire::Tag;
+use tabbify_wire::app::AppName;
 use tabbify_wire::token::{CreateJoinTokenRequest, JoinTokenState};
 
 #[derive(Debug, Parser)]
@@ -50,7 +51,34 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Run a whole mesh on this machine: coordinator and one node, until Ctrl-C.
+    /// Deploy an app from its tabbify.toml: stage the artifact, create or update the app, wait
+    /// until it serves, print its address.
+    Deploy(crate::apps::DeployArgs),
+    /// List the apps at the coordinator.
+    Apps {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one app: where each replica runs and how it is doing.
+    App {
+        name: AppName,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an app's log (from the node running its first replica).
+    Logs {
+        name: AppName,
+        /// Keep printing as the app writes.
+        #[arg(short, long)]
+        follow: bool,
+        /// The node's control API, when its ULA is not reachable from here.
+        #[arg(long)]
+        node_api: Option<String>,
+    },
+    /// Remove an app: every replica is stopped.
+    Rm { name: AppName },
+    /// Run a whole mesh on this machine: coordinator, appsrv, one node and a sample app, until
+    /// Ctrl-C.
     Dev(crate::dev::DevArgs),
     /// Bring a node online from a node.toml and operate it (Docker backend).
     Node {
@@ -113,6 +141,19 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Token { command } => token(&client, &admin()?, command).await,
+        Command::Deploy(args) => {
+            let done = crate::apps::deploy(&client, &admin()?, &args).await?;
+            crate::apps::print_deployed(&done.view);
+            Ok(())
+        }
+        Command::Apps { json } => crate::apps::list(&client, &admin()?, json).await,
+        Command::App { name, json } => crate::apps::show(&client, &admin()?, &name, json).await,
+        Command::Logs {
+            name,
+            follow,
+            node_api,
+        } => crate::apps::logs(&client, &admin()?, &name, follow, node_api.as_deref()).await,
+        Command::Rm { name } => crate::apps::remove(&client, &admin()?, &name).await,
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Node { command } => crate::node::run(command).await,
     }

@@ -1,7 +1,8 @@
-//! `tcli dev`: a whole mesh on one machine with nothing configured. Starts a coordinator and a
-//! node as child processes (binaries found next to `tcli`), joins the node with a token it makes,
-//! prints where everything is, and on Ctrl-C stops everything it started. State lives under one
-//! directory and is reused on the next run.
+//! `tcli dev`: a whole mesh on one machine with nothing configured. Starts a coordinator, an
+//! appsrv and a node as child processes (binaries found next to `tcli`), joins the node with a
+//! token it makes, deploys the sample app `examples/hello-wasm` through the coordinator (building
+//! it when needed), prints the URL to curl and the roster, and on Ctrl-C stops everything it
+//! started. State lives under one directory and is reused on the next run.
 
 use crate::table;
 use anyhow::{Context, Result, bail};
@@ -26,6 +27,13 @@ pub struct DevArgs {
     /// Node control API port on 127.0.0.1.
     #[arg(long, default_value_t = tabbify_wire::SUPERVISOR_PORT)]
     node_port: u16,
+    /// Artifact server port on 127.0.0.1.
+    #[arg(long, default_value_t = 9000)]
+    appsrv_port: u16,
+    /// The sample app's component (default: `target/wasm/hello-wasm.wasm` of this checkout,
+    /// built with `examples/build.sh` when missing).
+    #[arg(long)]
+    app: Option<PathBuf>,
     /// Start, print, and stop at once (for scripts and tests).
     #[arg(long)]
     once: bool,
@@ -101,6 +109,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         ],
         &coord_log,
     )?;
+    let appsrv_bin = sibling("tabbify-appsrv")?;
     let url = wait_line(&mut coord, "tabbify-coordinator listening on", &coord_log)
         .await
         .context("coordinator")?;
@@ -162,6 +171,56 @@ pub async fn run(args: DevArgs) -> Result<()> {
         };
     let health = wait_joined(&node_api).await?;
 
+    let appsrv_log = dir.join("appsrv.log");
+    let mut appsrv = spawn(
+        &appsrv_bin,
+        &[
+            "--listen".into(),
+            format!("127.0.0.1:{}", args.appsrv_port),
+            "--data-dir".into(),
+            dir.join("appsrv").display().to_string(),
+            "--upload-token-file".into(),
+            admin_path.display().to_string(),
+        ],
+        &appsrv_log,
+    )?;
+    let appsrv_url = wait_line(&mut appsrv, "tabbify-appsrv listening on", &appsrv_log)
+        .await
+        .context("appsrv")?;
+    let component = match &args.app {
+        Some(p) => p.clone(),
+        None => sample_app().await?,
+    };
+    let manifest = dir.join("hello-wasm.toml");
+    write_file_atomically(
+        &manifest,
+        &format!(
+            "[app]\nname = \"{SAMPLE_APP}\"\n\n[runtime]\nkind = \"wasm\"\ncomponent = \"{}\"\n",
+            component.display()
+        ),
+    )?;
+    let deployed = crate::apps::deploy(
+        &client,
+        admin.trim(),
+        &crate::apps::DeployArgs {
+            manifest,
+            artifact: None,
+            appsrv: appsrv_url.clone(),
+            no_wait: false,
+            timeout: Duration::from_secs(60),
+            quiet: true,
+        },
+    )
+    .await
+    .context("deploying the sample app")?;
+    let app_url = format!("{url}/app/{SAMPLE_APP}/");
+    let replica_url = deployed
+        .view
+        .replicas
+        .iter()
+        .find_map(|r| r.url.clone())
+        .unwrap_or_default();
+
     let peers = client.peers(None).await?;
     let now = SystemTime::now();
     let rows: Vec<Vec<String>> = peers
@@ -181,7 +240,17 @@ pub async fn run(args: DevArgs) -> Result<()> {
             ]
         })
         .collect();
+    println!("app          {app_url}");
+    println!(
+        "             (the replica itself: {replica_url}; version {}, {})",
+        deployed.view.version,
+        match deployed.change {
+            tabbify_client::AppChange::Created => "deployed now",
+            tabbify_client::AppChange::Updated => "already deployed in this state directory",
+        }
+    );
     println!("coordinator  {url}  (roster: {url}/v1/mesh/peers)");
+    println!("appsrv       {appsrv_url}");
     println!(
         "node         {node_api}/health  ula={}  tags={}",
         health.ula.map(|u| u.to_string()).unwrap_or_default(),
@@ -194,7 +263,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     );
     println!("mesh         {mesh_mode}");
     println!(
-        "state        {}  (logs: coordinator.log, node.log)",
+        "state        {}  (logs: coordinator.log, appsrv.log, node.log)",
         dir.display()
     );
     println!();
@@ -209,6 +278,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
             .context("waiting for Ctrl-C")?;
     }
     stop(&mut node).await;
+    // Runners outlive their supervisor by design (a node's apps survive a supervisor restart);
+    // `tcli dev` owns the whole machine's mesh, so it ends them too. The next run respawns
+    // them from the node's records.
+    stop_runners_of(&dir.join("node")).await;
+    stop(&mut appsrv).await;
     stop(&mut coord).await;
     println!("stopped");
     Ok(())
@@ -216,6 +290,50 @@ pub async fn run(args: DevArgs) -> Result<()> {
 
 /// TUN device of the dev node (distinct from a real node's `tbf0`).
 const DEV_TUN: &str = "tbf-dev";
+
+/// The sample app's name.
+const SAMPLE_APP: &str = "hello-wasm";
+
+fn write_file_atomically(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `target/wasm/hello-wasm.wasm` of the checkout `tcli` was built in (it runs from
+/// `<repo>/target/<profile>/tcli`), built with `examples/build.sh` when it is not there yet.
+async fn sample_app() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating tcli")?;
+    let repo = exe
+        .ancestors()
+        .find(|d| d.join("examples/build.sh").is_file())
+        .map(Path::to_path_buf)
+        .or_else(|| {
+            std::env::current_dir()
+                .ok()
+                .filter(|d| d.join("examples/build.sh").is_file())
+        })
+        .context("cannot find the examples/ of a Tabbify checkout; pass --app PATH.wasm")?;
+    let wasm = repo.join("target/wasm/hello-wasm.wasm");
+    if wasm.is_file() {
+        return Ok(wasm);
+    }
+    eprintln!("building examples/hello-wasm (once)");
+    let out = Command::new("bash")
+        .arg(repo.join("examples/build.sh"))
+        .arg(SAMPLE_APP)
+        .stdout(Stdio::null())
+        .output()
+        .await
+        .context("running examples/build.sh")?;
+    if !out.status.success() || !wasm.is_file() {
+        bail!(
+            "examples/build.sh {SAMPLE_APP} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(wasm)
+}
 
 /// The last line of a log that mentions an error, for telling the operator why.
 fn last_error_line(log: &Path) -> String {
@@ -248,6 +366,42 @@ async fn wait_joined(api: &str) -> Result<SupervisorHealth> {
 
 async fn reqwest_get(url: &str) -> Result<SupervisorHealth> {
     Ok(tabbify_client::get_json(url).await?)
+}
+
+/// Pids of `tabbify-runner` processes serving apps out of `node_dir`.
+fn runners_of(node_dir: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let prefix = node_dir.display().to_string();
+    entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let mut args = cmdline.split(|b| *b == 0).map(String::from_utf8_lossy);
+            let argv0 = args.next()?;
+            let is_runner = Path::new(argv0.as_ref())
+                .file_name()
+                .is_some_and(|n| n == "tabbify-runner");
+            (is_runner && args.any(|a| a.starts_with(&prefix))).then_some(pid)
+        })
+        .collect()
+}
+
+async fn stop_runners_of(node_dir: &Path) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    for pid in runners_of(node_dir) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !runners_of(node_dir).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for pid in runners_of(node_dir) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
 }
 
 async fn stop(child: &mut Child) {

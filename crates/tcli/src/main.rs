@@ -2,6 +2,7 @@
 //! coordinator through `tabbify-client`; formatting lives in `table`.
 
 mod admin;
+mod apps;
 mod commands;
 mod dev;
 mod node;

@@ -462,10 +462,17 @@ fn the_fc_image_carries_qemu_and_sees_kvm() {
     );
     let health = health.unwrap();
     println!("{health}");
-    assert_eq!(
-        health["kvm"], true,
-        "/dev/kvm works inside the :fc image: {health}"
+    // The device reached the container: the probe opened it and judged whether it runs guests
+    // (on a machine whose KVM cannot run guests at a usable speed it says so, and the node
+    // offers no `firecracker`).
+    let detail = health["kvm_detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("/dev/kvm runs guests") || detail.starts_with("/dev/kvm opens"),
+        "/dev/kvm is passed into the :fc image: {health}"
     );
+    // QEMU in the image boots microVM apps either way.
+    let vm_runtime = health["vm_runtime"].as_str().unwrap_or_default();
+    assert!(vm_runtime.starts_with("qemu-"), "{health}");
     // `firecracker` is offered only with a VMM the probe accepts.
     assert_eq!(
         health["firecracker"],

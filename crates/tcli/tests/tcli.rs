@@ -135,10 +135,15 @@ fn errors_say_what_is_wrong() {
     assert!(err.contains("cannot reach the coordinator"), "{err}");
 }
 
+/// The README's "run it" command: `tcli dev` brings up a coordinator, an appsrv and a node,
+/// deploys hello-wasm and prints a URL that answers with its greeting; Ctrl-C (SIGINT) leaves
+/// no process, port or TUN device behind; a second run reuses the state.
 #[test]
-fn dev_starts_a_mesh_and_stops_it() {
+fn dev_serves_the_sample_app_and_leaves_nothing_behind() {
+    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let port = |_| {
+    let state = dir.path().join("dev");
+    let port = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -146,38 +151,104 @@ fn dev_starts_a_mesh_and_stops_it() {
             .port()
             .to_string()
     };
-    let (cp, np) = (port(0), port(1));
-    let run = || {
-        Command::new(bin_path("tcli").unwrap())
-            .args([
-                "dev",
-                "--once",
-                "--coordinator-port",
-                &cp,
-                "--node-port",
-                &np,
-                "--dir",
-            ])
-            .arg(dir.path().join("dev"))
-            .output()
-            .unwrap()
+    let (cp, np, ap) = (port(), port(), port());
+    let dev = |extra: &[&str]| {
+        let mut cmd = Command::new(bin_path("tcli").unwrap());
+        cmd.args(["dev", "--coordinator-port", &cp, "--node-port", &np])
+            .args(["--appsrv-port", &ap])
+            .args(extra)
+            .arg("--dir")
+            .arg(&state);
+        cmd
     };
-    let first = stdout(&run());
+    let mut child = dev(&[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut printed = Vec::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.contains("Ctrl-C stops everything");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    let text = printed.join("\n");
+    let url = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("app"))
+        .map(|r| r.trim().to_string())
+        .unwrap_or_else(|| {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+            panic!("no app URL in:\n{text}\n{err}")
+        });
+    assert!(url.ends_with("/app/hello-wasm/"), "{text}");
     assert!(
-        first.contains("dev-node") && first.contains("online"),
-        "{first}"
+        text.contains("dev-node") && text.contains("online"),
+        "{text}"
     );
-    let ula = first
+    let body = Command::new("curl")
+        .args(["-sS", "-m", "10", &url])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&body.stdout),
+        "hello from tabbify wasm\n",
+        "{}",
+        String::from_utf8_lossy(&body.stderr)
+    );
+    let ula = text
         .lines()
         .find(|l| l.starts_with("node"))
         .and_then(|l| l.split("ula=").nth(1))
         .and_then(|r| r.split_whitespace().next())
         .unwrap()
         .to_string();
-    // The second run reuses the state: same node, same address.
-    let second = stdout(&run());
+
+    // Ctrl-C: everything stops, runners included.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+    assert_eq!(rest.last().map(String::as_str), Some("stopped"), "{rest:?}");
+    for p in [&cp, &np, &ap] {
+        assert!(
+            std::net::TcpStream::connect(format!("127.0.0.1:{p}")).is_err(),
+            "port {p} still open"
+        );
+    }
+    assert_eq!(leftover_processes(&state), Vec::<String>::new());
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("tbf-dev"),
+        "TUN device left behind"
+    );
+
+    // The second run reuses the state: same node, same address, the app already there.
+    let second = stdout(&dev(&["--once"]).output().unwrap());
     assert!(second.contains(&format!("ula={ula}")), "{second}");
-    // Nothing is left listening.
-    assert!(std::net::TcpStream::connect(format!("127.0.0.1:{cp}")).is_err());
-    assert!(std::net::TcpStream::connect(format!("127.0.0.1:{np}")).is_err());
+    assert!(second.contains("already deployed"), "{second}");
+    assert_eq!(leftover_processes(&state), Vec::<String>::new());
+}
+
+/// Command lines of processes that still mention the dev state directory.
+fn leftover_processes(state: &std::path::Path) -> Vec<String> {
+    let needle = state.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            e.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(&needle).then_some(cmd)
+        })
+        .collect()
 }

@@ -384,6 +384,11 @@ impl Host {
         })
     }
 
+    /// The host's own namespace.
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
     /// The LAN namespace this host hangs off.
     pub fn lan_namespace(&self) -> &str {
         &self.lan.ns

@@ -26,6 +26,8 @@ pub enum ErrorCode {
     InvalidArtifact,
     /// An app's runner exited before it served (502).
     AppFailed,
+    /// A proxy (the ingress) reached no replica that answered (502).
+    BadGateway,
     #[serde(other)]
     Other,
 }

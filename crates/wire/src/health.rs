@@ -36,9 +36,16 @@ pub struct SupervisorHealth {
     pub coordinator: Option<String>,
     #[serde(default)]
     pub uptime_secs: u64,
-    /// `/dev/kvm` usable (the `firecracker` tag also needs a VMM).
+    /// `/dev/kvm` runs guests (the `firecracker` tag also needs a VMM).
     #[serde(default)]
     pub kvm: bool,
+    /// What the KVM check found, for people: why `kvm` is false.
+    #[serde(default)]
+    pub kvm_detail: String,
+    /// How microVM apps run here, when they can: `firecracker`, `qemu-kvm` or `qemu-tcg` (QEMU
+    /// emulating the CPU: slow, never advertised as the `firecracker` tag).
+    #[serde(default)]
+    pub vm_runtime: Option<String>,
     /// Why the node is not (or no longer) in the mesh, when it is not.
     #[serde(default)]
     pub mesh_error: Option<String>,

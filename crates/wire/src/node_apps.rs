@@ -121,6 +121,11 @@ pub struct AppInfo {
     pub restart: RestartStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<LastExit>,
+    /// Set while the node cannot run the app's runtime at all (a docker app whose node lost its
+    /// Docker daemon): why. The state is then what the supervisor last saw, and restarts fail
+    /// until the runtime is back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_unavailable: Option<String>,
 }
 
 /// `GET /v1/apps`.
@@ -173,6 +178,7 @@ mod tests {
                 error: None,
                 uptime_ms: 1500,
             }),
+            runtime_unavailable: None,
         };
         let mut value = serde_json::to_value(&info).unwrap();
         value["from_the_future"] = serde_json::json!(true);

@@ -53,6 +53,10 @@ pub struct RunnerSpec {
     /// Requests served at the same time; more wait for a free slot.
     #[serde(default = "default_max_concurrent_requests")]
     pub max_concurrent_requests: u32,
+    /// The node's guest kernel for microVM apps (`--vm-kernel`); a `modules/` directory and the
+    /// guest init (`tabbify-vm-init`) may sit beside it. Ignored by other runtimes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_kernel: Option<PathBuf>,
 }
 
 fn default_log_max_bytes() -> u64 {

@@ -78,6 +78,40 @@ async fn read_body(req: Request) -> Result<Bytes, ApiError> {
     Ok(buf.freeze())
 }
 
+/// A raw body of at most [`BODY_LIMIT`] bytes (413 beyond), for handlers that check the caller
+/// before they parse, so an unauthorised client learns nothing from the validation.
+pub struct LimitedBody(pub Bytes);
+
+impl<S> FromRequest<S> for LimitedBody
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        read_body(req).await.map(LimitedBody)
+    }
+}
+
+/// The revision a resuming stream starts after: `Last-Event-ID` (what a reconnecting
+/// EventSource sends with its original URL, so it is newer) or else the `since` query value.
+pub fn resume_revision(
+    headers: &HeaderMap,
+    since: Option<String>,
+) -> Result<Option<u64>, ApiError> {
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("?").to_string());
+    match last_event_id.or(since) {
+        None => Ok(None),
+        Some(text) => text.trim().parse::<u64>().map(Some).map_err(|_| {
+            ApiError::bad_request(format!(
+                "since / Last-Event-ID must be a revision number (a non-negative integer), got {text:?}"
+            ))
+        }),
+    }
+}
+
 /// Parses `bytes` as one JSON value of type `T`, naming the failing field on error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -1,7 +1,7 @@
 //! The mesh API nodes use: register, heartbeat, the roster and its watch stream.
 
 use super::error::ApiError;
-use super::extract::{Bearer, JsonBody, bearer};
+use super::extract::{Bearer, JsonBody, bearer, resume_revision};
 use super::require_admin;
 use crate::registration::{self, Admission};
 use crate::service::Service;
@@ -24,7 +24,7 @@ use tabbify_wire::mesh::{
 use tabbify_wire::{Tag, Timestamp};
 
 /// SSE comment interval that keeps idle watch connections (and proxies) from timing out.
-const WATCH_KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub(super) const WATCH_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub async fn register(
     State(svc): State<Arc<Service>>,
@@ -213,18 +213,7 @@ pub async fn watch(
     query: Result<Query<WatchQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    // A reconnecting EventSource sends Last-Event-ID with its original URL: the header is newer.
-    let last_event_id = headers
-        .get("last-event-id")
-        .map(|v| v.to_str().unwrap_or("?").to_string());
-    let since = match last_event_id.or(query.since) {
-        None => None,
-        Some(text) => Some(text.trim().parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!(
-                "since / Last-Event-ID must be a revision number (a non-negative integer), got {text:?}"
-            ))
-        })?),
-    };
+    let since = resume_revision(&headers, query.since)?;
     let stream = watch::start(Arc::clone(&svc), since);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(WATCH_KEEP_ALIVE))

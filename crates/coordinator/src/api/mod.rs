@@ -2,6 +2,7 @@
 //! `/metrics`). Handlers only translate between HTTP and [`Service`]; decisions live below it.
 
 mod admin;
+mod apps;
 pub mod error;
 pub mod extract;
 mod mesh;
@@ -42,6 +43,24 @@ pub fn router(service: Arc<Service>) -> Router {
         .route(
             "/v1/admin/join-tokens/{id}",
             delete(admin::revoke_join_token),
+        )
+        .route("/v1/apps", post(apps::put_app).get(apps::list_apps))
+        .route(
+            "/v1/apps/{name}",
+            get(apps::get_app).delete(apps::delete_app),
+        )
+        .route("/v1/apps/{name}/endpoints", get(apps::app_endpoints))
+        .route("/v1/nodes/self/assignments", get(apps::assignments))
+        .route(
+            "/v1/nodes/self/assignments/watch",
+            get(apps::watch_assignments),
+        )
+        .route("/v1/nodes/self/apps/state", post(apps::report_state))
+        .merge(
+            tabbify_ingress::Ingress::new(crate::ingress::StoreEndpoints {
+                service: Arc::clone(&service),
+            })
+            .router(),
         )
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)

@@ -6,10 +6,16 @@
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use tabbify_wire::app::{AppId, AppName, ArtifactDigest, Resources, RuntimeKind};
 use tabbify_wire::health::CoordinatorHealth;
 use tabbify_wire::mesh::{
     HeartbeatRequest, HeartbeatResponse, NodeResources, Peer, PeerList, RegisterRequest,
     RegisterResponse, RosterEvent, RosterEventKind, RosterSnapshot,
+};
+use tabbify_wire::node_apps::AppState;
+use tabbify_wire::placement::{
+    AppEndpoints, AppList, AppStatus, AppView, Assignment, AssignmentSet, CreateAppRequest,
+    NodeAppsReport, NodeAppsReportAck, ReplicaReport, ReplicaView,
 };
 use tabbify_wire::token::{
     CreateJoinTokenRequest, CreatedJoinToken, JoinTokenInfo, JoinTokenList, JoinTokenState,
@@ -199,7 +205,141 @@ fn samples() -> Map<String, Value> {
         "JoinTokenList",
         component(&JoinTokenList { tokens: vec![info] }),
     );
+    add_app_samples(&mut m, now, ula);
     m
+}
+
+/// The apps API's bodies (`docs/coordinator-apps-api.md`).
+fn add_app_samples(m: &mut Map<String, Value>, now: Timestamp, ula: Ipv6Addr) {
+    let (Ok(name), Ok(digest), Ok(app_id)) = (
+        AppName::new("hello"),
+        ArtifactDigest::parse(format!("sha256:{}", "ab".repeat(32))),
+        AppId::new("hello-1a2b3c4d"),
+    ) else {
+        return;
+    };
+    let manifest = "[app]\nname = \"hello\"\nreplicas = 2\n[runtime]\nkind = \"wasm\"\ncomponent = \"hello.wasm\"\n";
+    let appsrv = "http://10.0.0.5:9000".to_string();
+    let address = SocketAddr::new(
+        IpAddr::V6(Ipv6Addr::new(0xfd12, 0x3456, 0x789a, 1, 0, 0, 0, 2)),
+        8080,
+    );
+    let replica = ReplicaView {
+        replica: 0,
+        peer_id: Some("3f2a9c0d1e4b5a67".into()),
+        node_name: Some("edge-fra-1".into()),
+        node_ula: Some(ula),
+        node_online: Some(true),
+        assigned_at: Some(now),
+        pending_reason: None,
+        state: Some(AppState::Running),
+        version: Some(3),
+        address: Some(address),
+        url: Some(format!("http://{address}/")),
+        error: None,
+        reported_at: Some(now),
+    };
+    let pending = ReplicaView {
+        replica: 1,
+        peer_id: None,
+        node_name: None,
+        node_ula: None,
+        node_online: None,
+        assigned_at: None,
+        pending_reason: Some(
+            "no online node offers the `wasm` runtime besides the 1 already running a replica"
+                .into(),
+        ),
+        state: None,
+        version: None,
+        address: None,
+        url: None,
+        error: None,
+        reported_at: None,
+    };
+    let view = AppView {
+        name: name.clone(),
+        version: 3,
+        runtime: RuntimeKind::Wasm,
+        replicas_desired: 2,
+        resources: Resources {
+            memory_mb: 128,
+            cpus: 1.0,
+        },
+        artifact_digest: Some(digest.clone()),
+        appsrv_url: Some(appsrv.clone()),
+        status: AppStatus::Pending,
+        pending_reason: pending.pending_reason.clone(),
+        replicas: vec![replica, pending],
+        created_at: now,
+        updated_at: now,
+        manifest: manifest.into(),
+    };
+    let mut add = |key: &str, schema: Value| {
+        m.insert(key.into(), schema);
+    };
+    add(
+        "CreateAppRequest",
+        component(&CreateAppRequest {
+            manifest: manifest.into(),
+            artifact_digest: Some(digest.clone()),
+            appsrv_url: Some(appsrv.clone()),
+        }),
+    );
+    add("AppView", component(&view));
+    add(
+        "AppList",
+        component(&AppList {
+            apps: vec![view],
+            revision: 42,
+        }),
+    );
+    add(
+        "AppEndpoints",
+        component(&AppEndpoints {
+            app: name.clone(),
+            version: 3,
+            endpoints: vec![address],
+        }),
+    );
+    add(
+        "AssignmentSet",
+        component(&AssignmentSet {
+            revision: 42,
+            peer_id: "3f2a9c0d1e4b5a67".into(),
+            assignments: vec![Assignment {
+                app: name.clone(),
+                replica: 0,
+                version: 3,
+                runtime: RuntimeKind::Wasm,
+                manifest: manifest.into(),
+                artifact_digest: Some(digest),
+                appsrv_url: Some(appsrv),
+                assigned_at: now,
+            }],
+        }),
+    );
+    add(
+        "NodeAppsReport",
+        component(&NodeAppsReport {
+            applied_revision: Some(42),
+            apps: vec![ReplicaReport {
+                app: name,
+                version: 3,
+                state: AppState::Running,
+                address: Some(address),
+                app_id: Some(app_id),
+                error: None,
+            }],
+        }),
+    );
+    add(
+        "NodeAppsReportAck",
+        component(&NodeAppsReportAck {
+            revision: 42,
+            accepted: 1,
+        }),
+    );
 }
 
 fn body(name: &str) -> Value {
@@ -230,7 +370,7 @@ pub fn document() -> Value {
         "info": {
             "title": "Tabbify coordinator",
             "version": SOFTWARE_VERSION,
-            "description": "Roster, addresses, join tokens, liveness and the roster watch stream of a Tabbify mesh."
+            "description": "Roster, addresses, join tokens, liveness and the roster watch stream of a Tabbify mesh; apps, their placement, each node's assignment stream and state reports."
         },
         "paths": {
             "/health": {"get": {"summary": "Liveness and roster counts", "responses": {"200": ok("CoordinatorHealth", "healthy")}}},
@@ -289,6 +429,49 @@ pub fn document() -> Value {
                 "get": {"summary": "List join tokens", "security": admin,
                         "responses": {"200": ok("JoinTokenList", "tokens"), "401": err("unauthorized")}}
             },
+            "/v1/apps": {
+                "post": {"summary": "Create an app (201, Location) or update the one with its name (200; the version goes up when the manifest or the artifact changed); answers the app after placement",
+                         "security": admin, "requestBody": body("CreateAppRequest"),
+                         "responses": {"200": ok("AppView", "updated"), "201": ok("AppView", "created"),
+                                       "400": err("bad JSON, unknown field, manifest error (field, line, column), bad or disagreeing digest, wasm app without an artifact, artifact without an appsrv, bad appsrv_url"),
+                                       "401": err("unauthorized"), "413": err("body over 1 MiB")}},
+                "get": {"summary": "Every app with its replicas, by name", "security": admin,
+                        "responses": {"200": ok("AppList", "apps"), "401": err("unauthorized")}}
+            },
+            "/v1/apps/{name}": {
+                "get": {"summary": "One app: where each replica runs and what its node reported", "security": admin,
+                        "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                        "responses": {"200": ok("AppView", "the app"), "400": err("bad app name"), "401": err("unauthorized"), "404": err("not_found")}},
+                "delete": {"summary": "Delete an app; its replicas are withdrawn from their nodes", "security": admin,
+                           "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                           "responses": {"204": {"description": "deleted"}, "400": err("bad app name"), "401": err("unauthorized"), "404": err("not_found")}}
+            },
+            "/v1/apps/{name}/endpoints": {"get": {
+                "summary": "Addresses of the replicas reported running on online nodes (for an ingress)",
+                "security": [{"admin": []}, {"peer_credential": []}],
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": ok("AppEndpoints", "endpoints"), "400": err("bad app name"), "401": err("unauthorized"), "404": err("not_found")}
+            }},
+            "/v1/nodes/self/assignments": {"get": {
+                "summary": "The calling node's complete assignment set", "security": peer_cred,
+                "responses": {"200": ok("AssignmentSet", "assignments"), "401": err("no bearer credential"), "404": err("unknown_peer: register again")}
+            }},
+            "/v1/nodes/self/assignments/watch": {"get": {
+                "summary": "Server-sent events: `id: <revision>`, `event: assignments`, `data: AssignmentSet` (the complete set each time; the first at once unless `since` is the current revision); keep-alive comments every 15 s",
+                "security": peer_cred,
+                "parameters": [
+                    {"name": "since", "in": "query", "required": false, "schema": {"type": "integer"}},
+                    {"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "integer"}}
+                ],
+                "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/AssignmentSet"}}}},
+                              "400": err("since is not a revision"), "401": err("no bearer credential"), "404": err("unknown_peer: register again")}
+            }},
+            "/v1/nodes/self/apps/state": {"post": {
+                "summary": "Report the state of every assignment-driven app on the calling node", "security": peer_cred,
+                "requestBody": body("NodeAppsReport"),
+                "responses": {"200": ok("NodeAppsReportAck", "recorded"), "400": err("bad body"), "401": err("no bearer credential"),
+                              "404": err("unknown_peer: register again"), "413": err("body over 1 MiB")}
+            }},
             "/v1/admin/join-tokens/{id}": {"delete": {
                 "summary": "Revoke a join token", "security": admin,
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
@@ -336,6 +519,25 @@ mod tests {
         }
         assert_eq!(peer["tags"]["type"], "array");
         assert_eq!(peer["online"]["type"], "boolean");
+        for path in [
+            "/v1/apps",
+            "/v1/apps/{name}",
+            "/v1/apps/{name}/endpoints",
+            "/v1/nodes/self/assignments",
+            "/v1/nodes/self/assignments/watch",
+            "/v1/nodes/self/apps/state",
+        ] {
+            assert!(doc["paths"].get(path).is_some(), "{path}");
+        }
+        let view = &schemas["AppView"]["properties"];
+        for field in ["name", "version", "status", "replicas", "manifest"] {
+            assert!(view.get(field).is_some(), "AppView.{field}");
+        }
+        assert!(
+            schemas["AssignmentSet"]["properties"]["assignments"]["items"]["properties"]
+                .get("artifact_digest")
+                .is_some()
+        );
         // Flattened token info shows up at the top level, as on the wire.
         assert!(
             schemas["CreatedJoinToken"]["properties"]

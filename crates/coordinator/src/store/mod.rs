@@ -1,22 +1,26 @@
 //! The coordinator's state: one SQLite file (WAL) and the in-memory view loaded from it.
 //!
-//! `Store` is the single owner of the roster, the join tokens, the address plan and the event
-//! log. Every change is one SQLite transaction; the in-memory maps are updated only after the
+//! `Store` is the single owner of the roster, the join tokens, the address plan, the event log
+//! and the app table (apps, assignments, node reports, the apps revision). Every change is one SQLite transaction; the in-memory maps are updated only after the
 //! commit succeeds, so a failed write leaves both the file and memory as they were. Callers hold
 //! it behind one mutex (see `service`), which also serialises revisions.
 
+mod apps;
 mod events;
 mod listing;
 mod peers;
 mod schema;
 mod tokens;
 
+pub use apps::PutApp;
 pub use events::EventsAfter;
 pub use listing::PeerListView;
 pub use peers::{HeartbeatError, HeartbeatOutcome, RegisterCommand, RegisterError, Registered};
 pub use tokens::{CreateTokenError, RevokeError};
 
 use crate::addressing::{self, SubnetId};
+use crate::apps::AppsState;
+use crate::placement::SlotKey;
 use crate::tokens::SecretHash;
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -82,6 +86,10 @@ pub struct Store {
     /// The roster in address order with each peer's wire JSON, refreshed whenever the peer
     /// changes (see `listing`).
     listing: BTreeMap<SubnetId, listing::ListedPeer>,
+    /// Apps, assignments, reports and the apps revision (see `apps`).
+    apps: AppsState,
+    /// Why each unplaced slot is unplaced, as of the last placement (recomputed, not stored).
+    pending: BTreeMap<SlotKey, String>,
 }
 
 impl Store {
@@ -93,6 +101,7 @@ impl Store {
         let mesh = load_or_create_mesh_prefix(&conn)?;
         let revision = events::current_revision(&conn)?;
         let records = peers::load_all(&conn, mesh)?;
+        let app_state = apps::load(&conn)?;
         let mut store = Self {
             conn,
             mesh,
@@ -101,6 +110,8 @@ impl Store {
             by_key: HashMap::with_capacity(records.len()),
             used: BTreeSet::new(),
             listing: BTreeMap::new(),
+            apps: app_state,
+            pending: BTreeMap::new(),
         };
         for rec in records {
             store.remember(rec);
@@ -110,6 +121,8 @@ impl Store {
             mesh = %mesh,
             peers = store.peers.len(),
             revision,
+            apps = store.apps.apps.len(),
+            apps_revision = store.apps.revision,
             "store opened"
         );
         Ok(store)
@@ -196,6 +209,11 @@ impl Store {
         }
         if self.listing.len() != self.peers.len() {
             return Err(StoreError::Corrupt("listing has extra entries".into()));
+        }
+        if apps::load(&self.conn)? != self.apps {
+            return Err(StoreError::Corrupt(
+                "the app table differs between memory and disk".into(),
+            ));
         }
         events::verify_contiguous(&self.conn, self.revision)
     }

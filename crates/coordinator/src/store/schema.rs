@@ -1,11 +1,13 @@
 //! The database layout and its version (`PRAGMA user_version`), applied in one transaction.
+//! Version 1 is the roster; version 2 adds the app table (apps, assignments with the nodes'
+//! reports, each node's assignment revision; the apps revision lives in `meta`).
 
 use super::StoreError;
 use rusqlite::Connection;
 use std::path::Path;
 
 /// The schema this build writes. Older files are migrated forward; newer ones are refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE meta (
@@ -51,6 +53,34 @@ CREATE TABLE events (
 ) STRICT;
 ";
 
+const SCHEMA_V2: &str = "
+CREATE TABLE apps (
+    name            TEXT PRIMARY KEY,
+    version         INTEGER NOT NULL,
+    manifest        TEXT NOT NULL,
+    artifact_digest TEXT,
+    appsrv_url      TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE assignments (
+    app         TEXT NOT NULL REFERENCES apps (name) ON DELETE CASCADE,
+    replica     INTEGER NOT NULL CHECK (replica >= 0),
+    peer_id     TEXT NOT NULL,
+    assigned_at INTEGER NOT NULL,
+    lost_at     INTEGER,
+    report      TEXT,
+    reported_at INTEGER,
+    PRIMARY KEY (app, replica)
+) STRICT;
+
+CREATE TABLE node_assignments (
+    peer_id  TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL
+) STRICT;
+";
+
 /// Connection settings: WAL so readers never block the writer and a crash never tears a commit;
 /// `synchronous = NORMAL` keeps every commit safe against a process crash (kill -9) and the file
 /// consistent after power loss, at the price of possibly losing the last commits on power loss.
@@ -77,6 +107,9 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     if found < 1 {
         tx.execute_batch(SCHEMA_V1)?;
+    }
+    if found < 2 {
+        tx.execute_batch(SCHEMA_V2)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

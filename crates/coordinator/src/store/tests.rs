@@ -359,3 +359,143 @@ fn shared_listing_serialises_exactly_like_the_wire_type() {
     assert_eq!(subnets, sorted, "ordered by address");
     assert_eq!(store.peer_list(Some(&Tag::docker())).peers.len(), 1);
 }
+
+mod apps {
+    use super::*;
+    use crate::app_spec::{AppSpec, validate};
+    use tabbify_wire::app::{AppName, ArtifactDigest};
+    use tabbify_wire::mesh::NodeResources;
+    use tabbify_wire::node_apps::AppState;
+    use tabbify_wire::placement::{AppStatus, CreateAppRequest, NodeAppsReport, ReplicaReport};
+
+    const GRACE: Duration = Duration::from_secs(30);
+
+    fn spec(replicas: u32, digest: char) -> AppSpec {
+        validate(
+            CreateAppRequest {
+                manifest: format!(
+                    "[app]\nname = \"web\"\nreplicas = {replicas}\n[runtime]\nkind = \"wasm\"\ncomponent = \"w.wasm\"\n"
+                ),
+                artifact_digest: Some(
+                    ArtifactDigest::parse(format!("sha256:{}", digest.to_string().repeat(64)))
+                        .unwrap(),
+                ),
+                appsrv_url: None,
+            },
+            Some("http://127.0.0.1:9000"),
+        )
+        .unwrap()
+    }
+
+    fn join(store: &mut Store, token: &str, key: u8, at: Timestamp) -> Registered {
+        let mut req = request(key);
+        req.resources = Some(NodeResources {
+            cpus: 2.0,
+            memory_mb: 1024,
+            cpus_free: 2.0,
+            memory_mb_free: 1024,
+        });
+        store.register(command(req, Some(token)), at).unwrap()
+    }
+
+    #[test]
+    fn apps_assignments_reports_and_revision_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = AppName::new("web").unwrap();
+        let (list, n1) = {
+            let mut store = open(&dir);
+            let token = reusable_token(&mut store);
+            let n1 = join(&mut store, &token, 1, T0);
+            join(&mut store, &token, 2, Timestamp(T0.0 + 1));
+            let put = store.put_app(spec(3, 'a'), T0, GRACE).unwrap();
+            assert!(put.created);
+            assert_eq!(put.view.version, 1);
+            assert_eq!(put.view.status, AppStatus::Pending);
+            assert_eq!(store.apps_revision(), 1);
+            let again = store.put_app(spec(3, 'a'), T0, GRACE).unwrap();
+            assert!(!again.created);
+            assert_eq!(store.apps_revision(), 1, "no change, no revision");
+            store.put_app(spec(2, 'b'), T0, GRACE).unwrap();
+            assert_eq!(store.apps_revision(), 2);
+            let ack = store
+                .report_apps(
+                    &n1.peer.peer_id,
+                    NodeAppsReport {
+                        applied_revision: Some(2),
+                        apps: vec![ReplicaReport {
+                            app: name.clone(),
+                            version: 2,
+                            state: AppState::Running,
+                            address: Some("[fd00::2]:8080".parse().unwrap()),
+                            app_id: None,
+                            error: Some("e".repeat(10_000)),
+                        }],
+                    },
+                    T0,
+                )
+                .unwrap();
+            assert_eq!((ack.revision, ack.accepted), (2, 1));
+            assert_eq!(store.apps_revision(), 2, "a report is not a revision");
+            store.verify_consistency().unwrap();
+            (store.app_list(), n1)
+        };
+        let mut store = open(&dir);
+        store.verify_consistency().unwrap();
+        store.place_apps(T0, GRACE).unwrap();
+        assert_eq!(store.app_list(), list);
+        assert_eq!(store.apps_revision(), 2);
+        let view = store.app_view(&name).unwrap();
+        assert_eq!(view.replicas[0].state, Some(AppState::Running));
+        assert_eq!(
+            view.replicas[0].error.as_ref().map(|e| e.chars().count()),
+            Some(4096),
+            "long errors are cut"
+        );
+        let set = store.assignment_set(&n1.peer.peer_id);
+        assert_eq!((set.revision, set.assignments.len()), (2, 1));
+
+        // Delete: the rows go with it, in one commit.
+        assert!(store.delete_app(&name, T0, GRACE).unwrap());
+        assert!(!store.delete_app(&name, T0, GRACE).unwrap());
+        assert_eq!(store.apps_revision(), 3);
+        store.verify_consistency().unwrap();
+        drop(store);
+        let store = open(&dir);
+        assert!(store.app_list().apps.is_empty());
+        assert_eq!(store.assignment_set(&n1.peer.peer_id).revision, 3);
+    }
+
+    #[test]
+    fn a_purged_peer_loses_its_replicas_and_its_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(&dir);
+        let token = reusable_token(&mut store);
+        let n1 = join(&mut store, &token, 1, T0);
+        store.put_app(spec(1, 'a'), T0, GRACE).unwrap();
+        assert_eq!(store.assignment_set(&n1.peer.peer_id).assignments.len(), 1);
+        store.remove_peer(&n1.peer.peer_id, T0).unwrap();
+        store.place_apps(T0, GRACE).unwrap();
+        let view = store.app_view(&AppName::new("web").unwrap()).unwrap();
+        assert_eq!(view.pending_reason.as_deref(), Some("no node is online"));
+        assert_eq!(store.assignment_set(&n1.peer.peer_id).revision, 0);
+        store.verify_consistency().unwrap();
+    }
+
+    #[test]
+    fn peer_credentials_identify_peers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(&dir);
+        let token = reusable_token(&mut store);
+        let n1 = join(&mut store, &token, 1, T0);
+        assert_eq!(
+            store.peer_by_credential(&n1.credential),
+            Some(n1.peer.peer_id.clone())
+        );
+        assert_eq!(store.peer_by_credential("tbfp_nope_nope"), None);
+        assert_eq!(
+            store.peer_by_credential(&format!("{}x", n1.credential)),
+            None
+        );
+        assert_eq!(store.peer_by_credential(""), None);
+    }
+}

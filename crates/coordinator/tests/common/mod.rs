@@ -240,6 +240,14 @@ pub struct SseReader {
 }
 
 impl SseReader {
+    /// Reads events from an already opened streaming response.
+    pub fn new(resp: reqwest::Response) -> Self {
+        Self {
+            resp,
+            buf: String::new(),
+        }
+    }
+
     /// The next event, or `None` when nothing arrives within `wait` or the stream ends.
     pub async fn next(&mut self, wait: Duration) -> Option<Sse> {
         let deadline = tokio::time::Instant::now() + wait;

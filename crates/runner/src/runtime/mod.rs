@@ -1,7 +1,11 @@
 //! App runtimes behind one interface: load the artifact named by the spec, then serve until told
-//! to stop. Only wasm exists today; a container or microVM runtime is another variant of
-//! [`LoadedApp`] with its own module, reached through the same spec and control protocol.
+//! to stop. `wasm` runs a component in-process; `docker` runs a container on the node's daemon
+//! and forwards the app's address to it; `vm` boots a microVM (`kind = "firecracker"`) and
+//! forwards the app's address to the guest. Each is a variant of [`LoadedApp`] with its own
+//! module, reached through the same spec and control protocol.
 
+pub mod docker;
+pub mod vm;
 pub mod wasm;
 
 use crate::control::ControlState;
@@ -37,13 +41,35 @@ pub enum LoadError {
     NotProxy { path: PathBuf, message: String },
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
-    #[error("runtime kind \"{0}\" is not supported by this runner yet")]
-    Unsupported(RuntimeKind),
+    #[error(transparent)]
+    Docker(#[from] docker::DockerError),
+    #[error(transparent)]
+    Vm(#[from] vm::VmAppError),
 }
+
+impl LoadError {
+    /// Whether the deployed artifact is at fault; otherwise the app could not start (a missing
+    /// image on the daemon, a guest that exited, a node without a kernel) and the runner says so.
+    pub fn is_artifact_problem(&self) -> bool {
+        match self {
+            LoadError::Docker(d) => d.is_artifact_problem(),
+            LoadError::Vm(v) => v.is_artifact_problem(),
+            _ => true,
+        }
+    }
+}
+
+/// The app ended by itself while it served (a container that exited): the runner exits non-zero
+/// with this, and the supervisor's restart policy takes over.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AppEnded(pub String);
 
 /// An app ready to serve.
 pub enum LoadedApp {
     Wasm(wasm::WasmApp),
+    Docker(docker::DockerApp),
+    Vm(Box<vm::VmApp>),
 }
 
 impl LoadedApp {
@@ -51,14 +77,24 @@ impl LoadedApp {
     pub fn compile_cache(&self) -> Option<CompileCache> {
         match self {
             LoadedApp::Wasm(app) => Some(app.compile_cache()),
+            LoadedApp::Docker(_) | LoadedApp::Vm(_) => None,
         }
     }
 
     /// Serves on `listener` until a stop is requested through `control`, then drains in-flight
-    /// requests for up to the requested grace period.
-    pub async fn serve(self, listener: TcpListener, control: Arc<ControlState>) {
+    /// requests for up to the requested grace period. An app that ends by itself is an error.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        control: Arc<ControlState>,
+    ) -> Result<(), AppEnded> {
         match self {
-            LoadedApp::Wasm(app) => Arc::new(app).serve(listener, control).await,
+            LoadedApp::Wasm(app) => {
+                Arc::new(app).serve(listener, control).await;
+                Ok(())
+            }
+            LoadedApp::Docker(app) => app.serve(listener, control).await,
+            LoadedApp::Vm(app) => app.serve(listener, control).await,
         }
     }
 }
@@ -72,7 +108,10 @@ pub fn load(
 ) -> Result<LoadedApp, LoadError> {
     match spec.runtime_kind() {
         RuntimeKind::Wasm => wasm::WasmApp::load(spec, log, stats).map(LoadedApp::Wasm),
-        other => Err(LoadError::Unsupported(other)),
+        RuntimeKind::Docker => Ok(LoadedApp::Docker(docker::DockerApp::load(
+            spec, log, stats,
+        )?)),
+        RuntimeKind::Firecracker => Ok(LoadedApp::Vm(Box::new(vm::VmApp::load(spec, log, stats)?))),
     }
 }
 

@@ -83,6 +83,7 @@ impl TestApp {
             cache_dir,
             request_deadline_ms: deadline_ms,
             max_concurrent_requests: 16,
+            vm_kernel: None,
         };
         AppDir::new(dir.path()).write_spec(&spec).unwrap();
         Self { dir, spec }

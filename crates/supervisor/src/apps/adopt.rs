@@ -43,6 +43,7 @@ impl Manager {
             }
         }
         self.reconcile_addresses();
+        self.sweep_containers();
         tracing::info!(apps = self.apps.len(), "app records loaded");
     }
 
@@ -58,12 +59,12 @@ impl Manager {
                 remove_version_dir(&self.layout, &id, p.version);
             }
             if r.current.is_none() {
-                let _ = self.remove_app(&id, Some(p.listen));
+                self.remove_app(&id, Some(p.listen), |_| {});
                 return;
             }
         }
         let Some(cur) = r.current.clone() else {
-            let _ = self.remove_app(&id, None);
+            self.remove_app(&id, None, |_| {});
             return;
         };
         // Other versions: a redeploy's old runner may have been draining when we died.
@@ -151,6 +152,30 @@ impl Manager {
         } else {
             self.save(&id);
         }
+    }
+
+    /// Removes, in the background, this node's containers of apps it has no directory of
+    /// (deleted while the daemon was away). Only when the daemon answers: a node without one has none.
+    fn sweep_containers(&self) {
+        if !self.cfg.status.snapshot().caps.docker {
+            return;
+        }
+        // Every app with a directory, including any whose record could not be read.
+        let known: BTreeSet<_> = record::scan(&self.layout)
+            .into_iter()
+            .map(|(id, _)| id)
+            .chain(self.apps.keys().cloned())
+            .collect();
+        let apps_dir = self.layout.apps_dir().to_path_buf();
+        tokio::spawn(async move {
+            match super::containers::remove_orphans(&apps_dir, &known).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "removed containers of apps that are gone"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot sweep containers of apps that are gone")
+                }
+            }
+        });
     }
 
     /// With the mesh: removes the /128s of the node's /64 on `lo` that no app owns.

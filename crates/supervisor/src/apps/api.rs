@@ -18,7 +18,7 @@ use tabbify_wire::node_apps::{AppInfo, AppList};
 
 /// The app routes, with their own state; merge them into the control API's router.
 pub fn router<S: Clone + Send + Sync + 'static>(apps: AppsHandle) -> Router<S> {
-    let limit = apps.max_upload;
+    let limit = apps.max_upload.body();
     Router::new()
         .route(
             "/v1/apps",
@@ -46,8 +46,8 @@ async fn deploy(
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > apps.max_upload as u64) {
-        return Err(too_large(apps.max_upload));
+    if declared.is_some_and(|len| len > apps.max_upload.body() as u64) {
+        return Err(too_large(&apps.max_upload, None));
     }
     let multipart = multipart.map_err(|e| {
         AppError::BadRequest(format!(
@@ -55,7 +55,7 @@ async fn deploy(
             e.body_text()
         ))
     })?;
-    let upload = read_upload(multipart, apps.max_upload).await?;
+    let upload = read_upload(multipart, &apps.max_upload).await?;
     let Deployed { info, created } = apps.deploy(upload).await?;
     let status = if created {
         StatusCode::CREATED

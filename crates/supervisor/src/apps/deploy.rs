@@ -11,6 +11,7 @@ use super::lo_addr;
 use super::manager::{
     AppEntry, Deployed, Ending, Event, Manager, Pending, Reply, Waiter, send_stop,
 };
+use super::offer;
 use super::policy::RestartTracker;
 use super::record::{AppRecord, Desired, RunnerRecord, VersionRecord};
 use super::runner_proc::{self, ExitSource, SeenExit, Spawned};
@@ -33,6 +34,7 @@ struct Prepare {
     upload: Upload,
     listen: SocketAddr,
     request_deadline: Duration,
+    vm_kernel: PathBuf,
 }
 
 impl Prepare {
@@ -45,9 +47,13 @@ impl Prepare {
             .map_err(|e| internal("creating the version directory", &e))?;
         tabbify_fsutil::ensure_dir(self.layout.cache_dir(), 0o700)
             .map_err(|e| internal("creating the compile cache", &e))?;
-        let artifact = self.layout.artifact(&self.id, self.version);
-        tabbify_fsutil::atomic_write(&artifact, &self.upload.artifact, 0o600)
-            .map_err(|e| internal("writing the artifact", &e))?;
+        let kind = self.upload.manifest.runtime.kind();
+        let artifact = self.layout.artifact_for(&self.id, self.version, kind);
+        // A docker app may come without an artifact: its image is on the node.
+        if !self.upload.artifact.is_empty() {
+            tabbify_fsutil::atomic_write(&artifact, &self.upload.artifact, 0o600)
+                .map_err(|e| internal("writing the artifact", &e))?;
+        }
         let spec = RunnerSpec {
             app_id: self.id.clone(),
             manifest: self.upload.manifest.clone(),
@@ -61,6 +67,7 @@ impl Prepare {
             request_deadline_ms: u64::try_from(self.request_deadline.as_millis())
                 .unwrap_or(u64::MAX),
             max_concurrent_requests: 64,
+            vm_kernel: Some(self.vm_kernel.clone()),
         };
         AppDir::new(&dir)
             .write_spec(&spec)
@@ -85,6 +92,11 @@ fn new_app_id(name: &AppName) -> AppId {
 
 impl Manager {
     pub fn deploy(&mut self, upload: Upload, reply: Reply<Deployed>) {
+        let caps = self.cfg.status.snapshot().caps;
+        if let Err(e) = offer::check(upload.manifest.runtime.kind(), &caps) {
+            let _ = reply.send(Err(e));
+            return;
+        }
         let name = upload.manifest.app.name.clone();
         let existing = self
             .apps
@@ -172,6 +184,7 @@ impl Manager {
             upload,
             listen,
             request_deadline: self.cfg.request_deadline,
+            vm_kernel: self.cfg.vm_kernel.clone(),
         };
         let events = self.events.clone();
         tokio::task::spawn_blocking(move || {
@@ -350,13 +363,7 @@ impl Manager {
             (Some(Ending::Delete), _) => {
                 AppError::Conflict("the app was deleted while it deployed".into())
             }
-            (_, Some(msg)) if msg.contains("cannot load the app") => {
-                AppError::InvalidArtifact(msg.clone())
-            }
-            (_, Some(msg)) => AppError::AppFailed(format!(
-                "the runner ended before it served ({}): {msg}",
-                seen.describe()
-            )),
+            (_, Some(msg)) => classify_runner_error(msg, &seen.describe()),
             (_, None) => AppError::AppFailed(format!(
                 "the runner ended before it served ({}) without saying why",
                 seen.describe()
@@ -377,31 +384,118 @@ impl Manager {
         if let Some(i) = pending.instance.take() {
             runner_proc::kill(&i.identity);
         }
-        let version_record = e.record.pending.take();
         tracing::warn!(app = %id, version = pending.version, error = %err, "deploy failed");
+        let reply = pending.reply.take();
         if pending.created {
+            // Answered once the app's files, address and containers are gone (the pending
+            // version stays in the record until then: it says whether there are containers).
             let deleting = e.deleting.take();
-            let listen = version_record.map(|v| v.listen);
-            let removed = self.remove_app(id, listen);
-            for r in deleting.into_iter().flatten() {
-                let _ = r.send(removed.clone());
-            }
+            let listen = e.record.pending.as_ref().map(|v| v.listen);
+            self.remove_app(id, listen, move |removed| {
+                for r in deleting.into_iter().flatten() {
+                    let _ = r.send(removed.clone());
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(err));
+                }
+            });
         } else {
+            e.record.pending = None;
             remove_version_dir(&self.layout, id, pending.version);
             self.save(id);
-        }
-        if let Some(reply) = pending.reply.take() {
-            let _ = reply.send(Err(err));
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(err));
+            }
         }
         self.finish_delete(id);
     }
 }
 
+/// What a runner's last error `msg` says about a deploy (`exit`: how the runner ended). Pure.
+///
+/// * The node's Docker daemon does not answer, or the node cannot boot microVMs (no guest kernel,
+///   no guest init, no VMM): the node cannot do it now (503), whatever the app.
+/// * A docker app whose container could not start (its image is not on the node, the container
+///   exited before it listened, the daemon refused to create it), or a microVM whose guest ended
+///   or hung before its app listened: the app failed (502); the
+///   artifact is fine, and a deployed app in that state goes through the restart policy.
+/// * The runner refused the artifact (random bytes, not a component, a broken image tarball):
+///   invalid artifact (422).
+/// * Anything else: the runner failed before it served (502).
+pub fn classify_runner_error(msg: &str, exit: &str) -> AppError {
+    use tabbify_runner::runtime::{docker, vm};
+    if msg.contains(docker::UNREACHABLE) || msg.contains(vm::NODE_UNABLE) {
+        AppError::Unavailable(msg.to_string())
+    } else if msg.starts_with(tabbify_runner::START_FAILED) || msg.contains(docker::EXITED_EARLY) {
+        AppError::AppFailed(msg.to_string())
+    } else if msg.starts_with("cannot load the app") {
+        AppError::InvalidArtifact(msg.to_string())
+    } else {
+        AppError::AppFailed(format!("the runner ended before it served ({exit}): {msg}"))
+    }
+}
+
 pub fn remove_version_dir(layout: &Layout, id: &AppId, version: u32) {
     let dir = layout.version_dir(id, version);
+    super::containers::forget_version(layout.apps_dir(), &dir);
     if let Err(e) = std::fs::remove_dir_all(&dir)
         && e.kind() != std::io::ErrorKind::NotFound
     {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an old version");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runner_errors_map_to_what_went_wrong() {
+        let e = classify_runner_error(
+            "cannot start the app: cannot reach the Docker daemon at unix:///var/run/docker.sock: connection refused",
+            "exit code 1",
+        );
+        assert!(matches!(e, AppError::Unavailable(_)), "{e:?}");
+        let e = classify_runner_error(
+            "cannot start the app: image nope:1 is not on this node's Docker daemon and no image tarball was deployed with the app",
+            "exit code 1",
+        );
+        assert!(matches!(e, AppError::AppFailed(_)), "{e:?}");
+        assert!(e.to_string().contains("nope:1"), "{e}");
+        let e = classify_runner_error(
+            "cannot start the app: the container exited before it listened on port 8080 (exit code 3)",
+            "exit code 1",
+        );
+        assert!(matches!(e, AppError::AppFailed(_)), "{e:?}");
+        let e = classify_runner_error(
+            "cannot load the app: /d/v1/image.tar is not a usable `docker save` tarball: no manifest.json",
+            "exit code 1",
+        );
+        assert!(matches!(e, AppError::InvalidArtifact(_)), "{e:?}");
+        let e = classify_runner_error(
+            "cannot start the app: this node cannot boot microVMs: guest kernel /k/vmlinuz is missing or not a regular file",
+            "exit code 1",
+        );
+        assert!(matches!(e, AppError::Unavailable(_)), "{e:?}");
+        let e = classify_runner_error(
+            "cannot start the app: the microVM did not start the app: the app exited with code 2",
+            "exit code 1",
+        );
+        assert!(matches!(e, AppError::AppFailed(_)), "{e:?}");
+        let e = classify_runner_error(
+            "cannot load the app: the deployed image /d/v1/image.tar cannot be used: image /d/v1/image.tar: no manifest.json",
+            "exit code 1",
+        );
+        assert!(matches!(e, AppError::InvalidArtifact(_)), "{e:?}");
+        let e = classify_runner_error("cannot load the app: not a component", "exit code 1");
+        assert!(matches!(e, AppError::InvalidArtifact(_)), "{e:?}");
+        let e = classify_runner_error(
+            "cannot listen on 127.0.0.1:4000: address in use",
+            "exit code 1",
+        );
+        assert!(
+            matches!(&e, AppError::AppFailed(m) if m.contains("before it served")),
+            "{e:?}"
+        );
     }
 }

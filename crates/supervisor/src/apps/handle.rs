@@ -3,7 +3,7 @@
 
 use super::error::AppError;
 use super::manager::{Command, Deployed, Reply};
-use super::upload::Upload;
+use super::upload::{Upload, UploadLimits};
 use std::path::PathBuf;
 use tabbify_wire::app::AppId;
 use tabbify_wire::node_apps::AppInfo;
@@ -12,12 +12,12 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, Clone)]
 pub struct AppsHandle {
     tx: mpsc::Sender<Command>,
-    /// The largest deploy request body, in bytes.
-    pub max_upload: usize,
+    /// The largest deploy request bodies.
+    pub max_upload: UploadLimits,
 }
 
 impl AppsHandle {
-    pub(super) fn new(tx: mpsc::Sender<Command>, max_upload: usize) -> Self {
+    pub(super) fn new(tx: mpsc::Sender<Command>, max_upload: UploadLimits) -> Self {
         Self { tx, max_upload }
     }
 

@@ -4,7 +4,7 @@
 //! <data-dir>/apps/<app-id>/record.json     the supervisor's record (atomic writes)
 //! <data-dir>/apps/<app-id>/app.log         the app's log, across versions and restarts (+ .1, .2)
 //! <data-dir>/apps/<app-id>/v<N>/           one deployed version: the runner's app directory
-//!     app.wasm  spec.json  runner.pid  runner.sock  runner.out
+//!     app.wasm (or image.tar)  spec.json  runner.pid  runner.sock  runner.out
 //! <data-dir>/cache/wasm/                   compiled components, shared by every runner
 //! ```
 //!
@@ -12,12 +12,16 @@
 //! share a socket or a pid file.
 
 use std::path::{Path, PathBuf};
-use tabbify_wire::app::AppId;
+use tabbify_wire::app::{AppId, RuntimeKind};
 use tabbify_wire::runner::{PID_FILE, RUNNER_OUTPUT_FILE, SPEC_FILE};
 
 pub const RECORD_FILE: &str = "record.json";
 pub const LOG_FILE: &str = "app.log";
 pub const ARTIFACT_FILE: &str = "app.wasm";
+/// A docker app's artifact: the `docker save` tarball of its image, when one was deployed.
+pub const IMAGE_TARBALL_FILE: &str = "image.tar";
+/// A microVM app's artifact: its image tarball or ext4 root filesystem.
+pub const VM_ARTIFACT_FILE: &str = "vm-artifact";
 pub const SOCKET_FILE: &str = "runner.sock";
 /// Longest unix socket path the kernel takes (`sun_path` is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -62,6 +66,16 @@ impl Layout {
 
     pub fn artifact(&self, id: &AppId, version: u32) -> PathBuf {
         self.version_dir(id, version).join(ARTIFACT_FILE)
+    }
+
+    /// Where the artifact of an app of `kind` goes (a docker app's image tarball is `image.tar`, a
+    /// microVM app's image tarball or ext4 filesystem `vm-artifact`).
+    pub fn artifact_for(&self, id: &AppId, version: u32, kind: RuntimeKind) -> PathBuf {
+        match kind {
+            RuntimeKind::Docker => self.version_dir(id, version).join(IMAGE_TARBALL_FILE),
+            RuntimeKind::Firecracker => self.version_dir(id, version).join(VM_ARTIFACT_FILE),
+            _ => self.artifact(id, version),
+        }
     }
 
     pub fn spec(&self, id: &AppId, version: u32) -> PathBuf {

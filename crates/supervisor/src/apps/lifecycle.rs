@@ -2,6 +2,7 @@
 //! delete; runners that serve, hang or exit; and the restart policy applied to exits nobody
 //! asked for.
 
+use super::containers;
 use super::deploy::remove_version_dir;
 use super::error::AppError;
 use super::lo_addr;
@@ -11,7 +12,7 @@ use super::record::Desired;
 use super::runner_proc::{self, ExitSource, SeenExit};
 use std::net::{IpAddr, SocketAddr};
 use tabbify_wire::Timestamp;
-use tabbify_wire::app::AppId;
+use tabbify_wire::app::{AppId, RuntimeKind};
 use tabbify_wire::node_apps::{AppInfo, LastExit};
 
 impl Manager {
@@ -206,18 +207,33 @@ impl Manager {
             .as_ref()
             .or(e.record.pending.as_ref())
             .map(|v| v.listen);
-        let result = self.remove_app(id, listen);
-        if result.is_ok() {
-            tracing::info!(app = %id, "deleted");
-        }
-        for r in replies {
-            let _ = r.send(result.clone());
-        }
+        let app = id.clone();
+        self.remove_app(id, listen, move |result| {
+            if result.is_ok() {
+                tracing::info!(app = %app, "deleted");
+            }
+            for r in replies {
+                let _ = r.send(result.clone());
+            }
+        });
     }
 
-    /// Forgets the app and removes what it left: its directory and its address on `lo`.
-    pub fn remove_app(&mut self, id: &AppId, listen: Option<SocketAddr>) -> Result<(), AppError> {
-        self.apps.remove(id);
+    /// Forgets the app and removes what it left: its directory, its address on `lo`, and for a
+    /// docker app every container labelled with it (the runners removed theirs as they stopped;
+    /// this catches a runner that was killed before it could). The containers go off the manager
+    /// task; `done` gets the outcome once they are gone, so a delete is answered only then.
+    pub fn remove_app(
+        &mut self,
+        id: &AppId,
+        listen: Option<SocketAddr>,
+        done: impl FnOnce(Result<(), AppError>) + Send + 'static,
+    ) {
+        let docker = self.apps.remove(id).is_some_and(|e| {
+            [e.record.current.as_ref(), e.record.pending.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|v| v.manifest.runtime.kind() == RuntimeKind::Docker)
+        });
         let mut problems = Vec::new();
         if let Some(SocketAddr::V6(a)) = listen
             && !self
@@ -233,11 +249,41 @@ impl Manager {
         {
             problems.push(format!("cannot remove {}: {e}", dir.display()));
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(AppError::Internal(problems.join("; ")))
+        if !docker {
+            return done(outcome(problems));
         }
+        let apps_dir = self.layout.apps_dir().to_path_buf();
+        let scope = containers::Scope::App(id.clone());
+        let app = id.clone();
+        tokio::spawn(async move {
+            match containers::remove(&apps_dir, &scope).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(app = %app, removed = n, "removed containers left behind"),
+                Err(e) => {
+                    tracing::warn!(app = %app, error = %e, "cannot remove the app's containers");
+                    problems.push(format!(
+                        "the app is gone but its containers could not be removed ({e}); the node removes them when it next starts"
+                    ));
+                }
+            }
+            done(outcome(problems));
+        });
+    }
+
+    /// The Docker daemon answers again: docker apps waiting out a restart backoff (their
+    /// restarts failed while it was gone) are started now rather than at the end of the delay.
+    pub fn docker_returned(&mut self, now: Timestamp) {
+        let mut woken = 0;
+        for e in self.apps.values_mut() {
+            let docker = e
+                .current_version()
+                .is_some_and(|v| v.manifest.runtime.kind() == RuntimeKind::Docker);
+            if docker && e.current.is_none() && e.deleting.is_none() && e.restart_at.is_some() {
+                e.restart_at = Some(now);
+                woken += 1;
+            }
+        }
+        tracing::info!(restarting = woken, "the Docker daemon answers again");
     }
 
     /// Starts a runner for the app's current version.
@@ -470,5 +516,13 @@ impl Manager {
             let (Waiter::Up(r) | Waiter::Down(r)) = w;
             let _ = r.send(Err(AppError::AppFailed(failed.clone())));
         }
+    }
+}
+
+fn outcome(problems: Vec<String>) -> Result<(), AppError> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::Internal(problems.join("; ")))
     }
 }

@@ -194,12 +194,20 @@ impl Manager {
     ) {
         let mut status = self.cfg.status.subscribe();
         let mut subnet = None;
+        let mut docker = self.cfg.status.snapshot().caps.docker;
         loop {
-            let seen = status.borrow_and_update().subnet;
+            let (seen, docker_now) = {
+                let s = status.borrow_and_update();
+                (s.subnet, s.caps.docker)
+            };
             if seen != subnet {
                 subnet = seen;
                 self.reconcile_addresses();
             }
+            if docker_now && !docker {
+                self.docker_returned(Timestamp::now());
+            }
+            docker = docker_now;
             let wake = self.next_wake();
             let sleep = async move {
                 match wake {
@@ -224,7 +232,9 @@ impl Manager {
         match command {
             Command::Deploy { upload, reply } => self.deploy(*upload, reply),
             Command::List { reply } => {
-                let _ = reply.send(self.apps.values().filter_map(view::info).collect());
+                let caps = self.cfg.status.snapshot().caps;
+                let list = self.apps.values().filter_map(|e| view::info(e, &caps));
+                let _ = reply.send(list.collect());
             }
             Command::Get { id, reply } => {
                 let _ = reply.send(self.info(&id));
@@ -263,7 +273,8 @@ impl Manager {
 
     /// The app as the API shows it.
     pub fn info(&self, id: &AppId) -> Result<AppInfo, AppError> {
-        view::info(self.entry(id)?).ok_or_else(|| AppError::unknown_app(id.as_str()))
+        let caps = self.cfg.status.snapshot().caps;
+        view::info(self.entry(id)?, &caps).ok_or_else(|| AppError::unknown_app(id.as_str()))
     }
 
     /// Writes the record of `id`; a failure is logged (the state in memory stays authoritative

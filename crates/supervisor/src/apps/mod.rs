@@ -11,6 +11,7 @@
 pub mod addressing;
 mod adopt;
 pub mod api;
+pub mod containers;
 mod deploy;
 pub mod error;
 pub mod handle;
@@ -19,6 +20,7 @@ mod lifecycle;
 pub mod lo_addr;
 mod logs;
 mod manager;
+pub mod offer;
 pub mod policy;
 pub mod record;
 pub mod runner_proc;
@@ -54,8 +56,10 @@ pub struct AppsConfig {
     pub stop_grace: Duration,
     /// Between health checks of a serving runner.
     pub health_interval: Duration,
-    /// The largest deploy request body, in bytes.
-    pub max_upload: usize,
+    /// The largest deploy request bodies.
+    pub max_upload: upload::UploadLimits,
+    /// The guest kernel handed to microVM runners (`--vm-kernel`).
+    pub vm_kernel: PathBuf,
 }
 
 /// The runner binary: `explicit`, else `tabbify-runner` beside our own executable, else the

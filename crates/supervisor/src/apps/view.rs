@@ -2,8 +2,10 @@
 //! the entry by a pure function.
 
 use super::manager::{AppEntry, Ending};
+use super::offer;
 use super::policy::{GaveUp, RestartTracker};
 use super::record::Desired;
+use crate::probe::Capabilities;
 use tabbify_wire::node_apps::{AppInfo, AppState, RestartStatus};
 
 /// The facts the state is derived from.
@@ -67,9 +69,9 @@ fn facts(e: &AppEntry) -> Facts {
     }
 }
 
-/// The app as the API shows it; `None` for an entry without any version (the manager never
-/// keeps one).
-pub fn info(e: &AppEntry) -> Option<AppInfo> {
+/// The app as the API shows it, on a node whose last probe found `caps`; `None` for an entry
+/// without any version (the manager never keeps one).
+pub fn info(e: &AppEntry, caps: &Capabilities) -> Option<AppInfo> {
     let r = &e.record;
     // While the first deploy loads there is only the pending version to show.
     let (version, runner) = match (&r.current, &r.pending) {
@@ -97,6 +99,7 @@ pub fn info(e: &AppEntry) -> Option<AppInfo> {
             next_restart_at: e.restart_at,
         },
         last_exit: r.last_exit.clone(),
+        runtime_unavailable: offer::unavailable(version.manifest.runtime.kind(), caps),
     })
 }
 

@@ -5,6 +5,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod docker;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -53,11 +55,17 @@ pub struct Node {
     pub proc: Option<SupervisorProc>,
     pub data_dir: PathBuf,
     pub args: Vec<String>,
+    /// Extra environment of the supervisor (and so of its runners).
+    pub env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
 impl Node {
     pub fn start(args: &[&str]) -> Node {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Node {
         assert!(
             bin_path("tabbify-runner").is_ok(),
             "tabbify-runner is not built next to the tests; run `cargo build -p tabbify-runner` (or `cargo test --workspace`)"
@@ -68,6 +76,10 @@ impl Node {
             proc: None,
             data_dir,
             args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _dir: dir,
         };
         node.boot();
@@ -79,6 +91,7 @@ impl Node {
         let opts = SupervisorOpts {
             no_mesh: true,
             args: self.args.clone(),
+            env: self.env.clone(),
             ..Default::default()
         };
         self.proc = Some(SupervisorProc::start(&self.data_dir, &opts).unwrap());

@@ -56,6 +56,7 @@ pub fn start_app(dir: &Path) -> RunningApp {
         cache_dir: dir.join("cache"),
         request_deadline_ms: 10_000,
         max_concurrent_requests: 16,
+        vm_kernel: None,
     };
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(

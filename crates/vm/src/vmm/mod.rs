@@ -11,7 +11,7 @@ pub mod firecracker_api;
 mod qemu;
 
 pub use firecracker::Firecracker;
-pub use qemu::{Accel, QemuMicrovm};
+pub use qemu::{Accel, QEMU_BINARY, QemuMicrovm};
 
 use crate::console::{ConsoleTail, GuestExit, GuestState, spawn_pump};
 use crate::error::{IoContext, Result, VmError};
@@ -98,6 +98,17 @@ impl RunningVm {
             // kill the VM behind the caller's back; the caller stops it properly.
             .process_group(0)
             .kill_on_drop(true);
+        // SAFETY: runs in the child between fork and exec and only calls prctl(2), which is
+        // async-signal-safe. The VMM dies with the thread that started it, so a caller killed
+        // with SIGKILL (no destructors) leaves no VM behind: start VMs from a long-lived thread.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().map_err(|e| VmError::Vmm {
             vmm,
             detail: format!("cannot start {:?}: {e}", cmd.as_std().get_program()),
@@ -232,6 +243,15 @@ impl RunningVm {
         for p in self.pumps.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
         }
+    }
+
+    /// Resolves when the VMM process has ended, leaving the handle usable (cancel-safe, for a
+    /// `select!` beside the serving loop); [`wait`](Self::wait) then releases what the VM held.
+    pub async fn exited(&mut self) -> Result<ExitStatus> {
+        self.child
+            .wait()
+            .await
+            .io_ctx(|| format!("waiting for {}", self.vmm))
     }
 
     /// Waits for the VM to end by itself.

@@ -12,7 +12,7 @@ use crate::tap::{Tap, TapMode};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-pub(crate) const QEMU_BINARY: &str = "qemu-system-x86_64";
+pub const QEMU_BINARY: &str = "qemu-system-x86_64";
 
 /// How QEMU runs the guest's CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -56,6 +56,13 @@ impl TryFrom<String> for AppName {
     }
 }
 
+impl std::str::FromStr for AppName {
+    type Err = AppNameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::new(s)
+    }
+}
+
 impl From<AppName> for String {
     fn from(n: AppName) -> String {
         n.0

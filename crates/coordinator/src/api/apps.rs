@@ -1,0 +1,216 @@
+//! The apps API (`docs/coordinator-apps-api.md`): the operator's desired state (`/v1/apps`, admin
+//! token) and the node's side (`/v1/nodes/self/...`, peer credential): its assignments, their
+//! watch stream, and its state reports. Handlers check the caller before they read a body, then
+//! hand plain data to the store; placement runs inside the same store job as the change.
+
+use super::error::ApiError;
+use super::extract::{Bearer, LimitedBody, bearer, parse_json, resume_revision};
+use super::mesh::WATCH_KEEP_ALIVE;
+use super::require_admin;
+use crate::app_spec::{self, AppSpecError};
+use crate::assignments_watch;
+use crate::service::Service;
+use crate::store::PutApp;
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use std::sync::Arc;
+use tabbify_wire::app::AppName;
+use tabbify_wire::mesh::PeerId;
+use tabbify_wire::placement::{
+    AppEndpoints, AppList, AppView, AssignmentSet, CreateAppRequest, NodeAppsReport,
+    NodeAppsReportAck,
+};
+use tabbify_wire::{ErrorCode, Timestamp};
+
+impl From<AppSpecError> for ApiError {
+    fn from(e: AppSpecError) -> Self {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
+fn app_name(raw: String) -> Result<AppName, ApiError> {
+    AppName::new(raw).map_err(|e| ApiError::bad_request(format!("app name in the path: {e}")))
+}
+
+fn no_such_app(name: &AppName) -> ApiError {
+    ApiError::not_found(format!("no app named {:?}", name.as_str()))
+}
+
+/// `POST /v1/apps`: create or update, then place.
+pub async fn put_app(
+    State(svc): State<Arc<Service>>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<Response, ApiError> {
+    require_admin(&svc, &headers)?;
+    let req: CreateAppRequest = parse_json(&body)?;
+    let spec = app_spec::validate(req, svc.settings.default_appsrv.as_deref())?;
+    let grace = svc.settings.node_lost_grace;
+    let PutApp { created, view } = svc
+        .write(move |store, _| store.put_app(spec, Timestamp::now(), grace))
+        .await??;
+    tracing::info!(
+        app = %view.name,
+        version = view.version,
+        replicas = view.replicas_desired,
+        status = %view.status,
+        created,
+        "app stored"
+    );
+    let location = format!("/v1/apps/{}", view.name);
+    if created {
+        Ok((
+            StatusCode::CREATED,
+            [(header::LOCATION, location)],
+            Json(view),
+        )
+            .into_response())
+    } else {
+        Ok(Json(view).into_response())
+    }
+}
+
+/// `GET /v1/apps`.
+pub async fn list_apps(
+    State(svc): State<Arc<Service>>,
+    headers: HeaderMap,
+) -> Result<Json<AppList>, ApiError> {
+    require_admin(&svc, &headers)?;
+    Ok(Json(svc.read(|s| s.app_list()).await?))
+}
+
+/// `GET /v1/apps/{name}`.
+pub async fn get_app(
+    State(svc): State<Arc<Service>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Json<AppView>, ApiError> {
+    require_admin(&svc, &headers)?;
+    let name = app_name(raw)?;
+    let n = name.clone();
+    svc.read(move |s| s.app_view(&n))
+        .await?
+        .map(Json)
+        .ok_or_else(|| no_such_app(&name))
+}
+
+/// `DELETE /v1/apps/{name}`: withdraws every replica.
+pub async fn delete_app(
+    State(svc): State<Arc<Service>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&svc, &headers)?;
+    let name = app_name(raw)?;
+    let n = name.clone();
+    let grace = svc.settings.node_lost_grace;
+    let deleted = svc
+        .write(move |store, _| store.delete_app(&n, Timestamp::now(), grace))
+        .await??;
+    if !deleted {
+        return Err(no_such_app(&name));
+    }
+    tracing::info!(app = %name, "app deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/apps/{name}/endpoints`: the admin token or any peer credential.
+pub async fn app_endpoints(
+    State(svc): State<Arc<Service>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Json<AppEndpoints>, ApiError> {
+    let Bearer::Value(token) = bearer(&headers) else {
+        return Err(ApiError::unauthorized(
+            "endpoints need `Authorization: Bearer <admin token or peer credential>`",
+        ));
+    };
+    let admin = svc.is_admin(&token);
+    let name = app_name(raw)?;
+    let n = name.clone();
+    let (known, endpoints) = svc
+        .read(move |s| {
+            let known = admin || s.peer_by_credential(&token).is_some();
+            (known, known.then(|| s.app_endpoints(&n)).flatten())
+        })
+        .await?;
+    if !known {
+        return Err(ApiError::unauthorized(
+            "neither the admin token nor the credential of a peer in the roster",
+        ));
+    }
+    endpoints.map(Json).ok_or_else(|| no_such_app(&name))
+}
+
+/// The peer whose credential is in `Authorization`: 401 without one, 404 `unknown_peer` when no
+/// peer holds it (like a heartbeat: the node should register again).
+async fn calling_node(svc: &Service, headers: &HeaderMap) -> Result<PeerId, ApiError> {
+    let Bearer::Value(credential) = bearer(headers) else {
+        return Err(ApiError::unauthorized(
+            "node routes need `Authorization: Bearer <peer credential>` (returned by register)",
+        ));
+    };
+    svc.read(move |s| s.peer_by_credential(&credential))
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::UnknownPeer,
+                "no peer has this credential (removed, purged, or never registered): register again",
+            )
+        })
+}
+
+/// `GET /v1/nodes/self/assignments`.
+pub async fn assignments(
+    State(svc): State<Arc<Service>>,
+    headers: HeaderMap,
+) -> Result<Json<AssignmentSet>, ApiError> {
+    let peer = calling_node(&svc, &headers).await?;
+    Ok(Json(svc.read(move |s| s.assignment_set(&peer)).await?))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WatchQuery {
+    since: Option<String>,
+}
+
+/// `GET /v1/nodes/self/assignments/watch?since=REV`.
+pub async fn watch_assignments(
+    State(svc): State<Arc<Service>>,
+    headers: HeaderMap,
+    query: Result<Query<WatchQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let peer = calling_node(&svc, &headers).await?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let since = resume_revision(&headers, query.since)?;
+    tracing::debug!(peer_id = %peer, ?since, "assignment watch opened");
+    let stream = assignments_watch::start(Arc::clone(&svc), peer, since);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(WATCH_KEEP_ALIVE))
+        .into_response())
+}
+
+/// `POST /v1/nodes/self/apps/state`.
+pub async fn report_state(
+    State(svc): State<Arc<Service>>,
+    headers: HeaderMap,
+    LimitedBody(body): LimitedBody,
+) -> Result<Json<NodeAppsReportAck>, ApiError> {
+    let peer = calling_node(&svc, &headers).await?;
+    let report: NodeAppsReport = parse_json(&body)?;
+    let applied = report.applied_revision;
+    let p = peer.clone();
+    let ack = svc
+        .write(move |store, _| store.report_apps(&p, report, Timestamp::now()))
+        .await??;
+    if applied.is_some_and(|r| r < ack.revision) {
+        tracing::debug!(peer_id = %peer, ?applied, current = ack.revision, "node is behind its assignments");
+    }
+    Ok(Json(ack))
+}

@@ -1,0 +1,28 @@
+//! The coordinator's ingress: `http://<listen>/app/<name>/…` proxied to a running replica, with
+//! the replicas read straight from the coordinator's own app table (no HTTP round trip, no
+//! cache to go stale). The proxy itself is `tabbify-ingress`.
+
+use crate::service::Service;
+use std::sync::Arc;
+use tabbify_ingress::{AppLookup, EndpointSource, SourceError};
+use tabbify_wire::app::AppName;
+
+/// Replicas reported running on online nodes, from the store.
+pub struct StoreEndpoints {
+    pub service: Arc<Service>,
+}
+
+impl EndpointSource for StoreEndpoints {
+    async fn lookup(&self, app: &AppName) -> Result<AppLookup, SourceError> {
+        let name = app.clone();
+        let found = self
+            .service
+            .read(move |s| s.app_endpoints(&name))
+            .await
+            .map_err(SourceError::from_error)?;
+        Ok(match found {
+            None => AppLookup::Unknown,
+            Some(e) => AppLookup::Replicas(e.endpoints),
+        })
+    }
+}
