@@ -74,6 +74,8 @@ done
 has_package() { grep -qs "^name = \"$1\"" "$root"/crates/*/Cargo.toml; }
 supervisor_bins=(tabbify-supervisor)
 has_package tabbify-runner && supervisor_bins+=(tabbify-runner)
+# The guest init every microVM rootfs gets; runners look for it beside themselves.
+has_package tabbify-vm-init && supervisor_bins+=(tabbify-vm-init)
 coordinator_bins=(tabbify-coordinator tcli)
 appsrv_bins=()
 if has_package tabbify-appsrv; then

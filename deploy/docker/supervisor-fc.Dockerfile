@@ -5,6 +5,6 @@
 ARG SUPERVISOR=tabbify-supervisor
 FROM ${SUPERVISOR}
 COPY rootfs/ /
-ENV TABBIFY_GUEST_KERNEL=/usr/local/share/tabbify/vmlinux
+ENV TABBIFY_VM_KERNEL=/usr/local/share/tabbify/vmlinux
 LABEL org.opencontainers.image.title="tabbify-supervisor:fc" \
       org.opencontainers.image.description="Tabbify node with the microVM runtime (QEMU, optional firecracker)"

@@ -114,12 +114,13 @@ pub struct SupervisorArgs {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub app_stop_grace: Duration,
 
-    /// Guest kernel of microVM apps (`kind = "firecracker"`). A `modules/` directory beside it
+    /// Guest kernel of microVM apps (`kind = "firecracker"`); the default is where
+    /// `tabbify-fetch` installs the release's guest kernel. A `modules/` directory beside it
     /// (virtio drivers) and the guest init `tabbify-vm-init` are used from the same directory.
     #[arg(
         long,
         env = "TABBIFY_VM_KERNEL",
-        default_value = "/var/lib/tabbify/vm/vmlinuz"
+        default_value = "/var/lib/tabbify/kernels/vmlinux"
     )]
     pub vm_kernel: PathBuf,
 

@@ -380,6 +380,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_manifest_deploys_the_built_component() {
+        let m = Manifest::from_toml_str(include_str!("../../../examples/hello-wasm/tabbify.toml"))
+            .unwrap();
+        assert_eq!(m.app.name.as_str(), "hello-wasm");
+        assert_eq!(
+            artifact_path(&m, Path::new("examples/hello-wasm/tabbify.toml"), None),
+            Some(PathBuf::from(
+                "examples/hello-wasm/../../target/wasm/hello-wasm.wasm"
+            ))
+        );
+    }
+
+    #[test]
     fn the_component_path_is_relative_to_the_manifest() {
         let m = Manifest::from_toml_str(
             "[app]\nname = \"hello\"\n[runtime]\nkind = \"wasm\"\ncomponent = \"out/hello.wasm\"\n",

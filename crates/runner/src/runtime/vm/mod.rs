@@ -50,7 +50,7 @@ pub const NODE_UNABLE: &str = "this node cannot boot microVMs";
 /// The start of the error when the guest ended or hung before its app listened.
 pub const GUEST_FAILED: &str = "the microVM did not start the app";
 /// The node's guest kernel when the spec names none.
-pub const DEFAULT_KERNEL: &str = "/var/lib/tabbify/vm/vmlinuz";
+pub const DEFAULT_KERNEL: &str = "/var/lib/tabbify/kernels/vmlinux";
 /// The guest init's file name, looked for beside the runner and beside the kernel.
 pub const INIT_NAME: &str = "tabbify-vm-init";
 /// How long the guest may take to listen. Generous: under QEMU's CPU emulation a boot takes tens

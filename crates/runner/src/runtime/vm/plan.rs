@@ -126,11 +126,11 @@ mod tests {
 
     #[test]
     fn an_app_names_kernels_only_in_the_node_s_directory() {
-        let node = Path::new("/var/lib/tabbify/vm/vmlinuz");
+        let node = Path::new("/var/lib/tabbify/kernels/vmlinux");
         assert_eq!(kernel_path(node, None).unwrap(), node);
         assert_eq!(
             kernel_path(node, Some("vmlinuz-6.1")).unwrap(),
-            Path::new("/var/lib/tabbify/vm/vmlinuz-6.1")
+            Path::new("/var/lib/tabbify/kernels/vmlinuz-6.1")
         );
         for bad in ["../etc/shadow", "/boot/vmlinuz", "..", ""] {
             assert!(kernel_path(node, Some(bad)).is_err(), "{bad}");

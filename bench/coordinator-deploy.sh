@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The whole deploy path and the time to re-place after a node loss, on this machine:
+#
+#  1. deploy -> first 200: from the start of `tcli deploy -f tabbify.toml` (stage the artifact on
+#     the appsrv, create the app at the coordinator, the node pulls its assignment, fetches and
+#     verifies the artifact, starts a runner, reports it running; tcli waits for that) to the
+#     first HTTP 200 from the printed address. N runs (default 10), each a new app, so every run
+#     uploads, fetches and compiles afresh. Also printed: the same through the coordinator's
+#     ingress, and the peer "tabbify-runner started by hand", measured by the supervisor's own
+#     deploy API in the same run (POST /v1/apps -> first 200), so the cost of the coordinator hop
+#     is visible as a ratio.
+#  2. re-place after a node loss: an app with one replica on node 1; node 1's supervisor and
+#     runners are SIGKILLed; measured until the replica runs on node 2 and answers 200. The
+#     figure is bounded below by the liveness settings (offline after 3 missed heartbeats of
+#     HEARTBEAT, then --node-lost-grace GRACE), which are printed with it.
+#
+# Two nodes run on loopback with the control plane only (`--dataplane off`, apps on 127.0.0.1):
+# the figures are about placement and the deploy path, not the WireGuard data plane
+# (bench/mesh-throughput.sh measures that).
+#
+#   bench/coordinator-deploy.sh [N=10]      env: HEARTBEAT=1s GRACE=2s
+#
+# Builds what it needs (release binaries, examples/hello-wasm). Needs curl and python3. Figures
+# go to stdout and to bench/out/coordinator-deploy.txt.
+set -euo pipefail
+
+n="${1:-10}"
+heartbeat="${HEARTBEAT:-1s}"
+grace="${GRACE:-2s}"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+target="${CARGO_TARGET_DIR:-$root/target}"
+mkdir -p "$here/out"
+report="$here/out/coordinator-deploy.txt"
+say() { echo "$*" | tee -a "$report"; }
+: > "$report"
+
+(cd "$root" && cargo build --quiet --release -p tabbify-coordinator -p tabbify-appsrv \
+    -p tabbify-supervisor -p tabbify-runner -p tcli)
+bin="$target/release"
+wasm="$(bash "$root/examples/build.sh" hello-wasm | tail -1)"
+
+work="$(mktemp -d /tmp/tabbify-coord-bench.XXXXXX)"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    # Runners outlive their supervisor by design: end the ones this run started.
+    pkill -9 -f -- "--app-dir $work/" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now_ms() { date +%s%3N; }
+wait_200() { # url [timeout_s]: polls until 200, every 2 ms
+    local deadline=$(( $(now_ms) + ${2:-60} * 1000 ))
+    until [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$1")" = 200 ]; do
+        [ "$(now_ms)" -lt "$deadline" ] || { echo "no 200 from $1" >&2; return 1; }
+        sleep 0.002
+    done
+}
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+cport="$(free_port)"; aport="$(free_port)"
+RUST_LOG=warn "$bin/tabbify-coordinator" --listen "127.0.0.1:$cport" --data-dir "$work/coord" \
+    --heartbeat-interval "$heartbeat" --node-lost-grace "$grace" >/dev/null 2>"$work/coord.err" &
+pids+=($!)
+coord="http://127.0.0.1:$cport"
+for _ in $(seq 1 200); do curl -sf "$coord/health" >/dev/null 2>&1 && break; sleep 0.05; done
+admin="$work/coord/admin-token"
+RUST_LOG=warn "$bin/tabbify-appsrv" --listen "127.0.0.1:$aport" --data-dir "$work/appsrv" \
+    --upload-token-file "$admin" >/dev/null 2>"$work/appsrv.err" &
+pids+=($!)
+appsrv="http://127.0.0.1:$aport"
+for _ in $(seq 1 200); do curl -s -o /dev/null "$appsrv/" 2>/dev/null && break; sleep 0.05; done
+tcli() { "$bin/tcli" --coordinator "$coord" --admin-token-file "$admin" "$@"; }
+token="$(tcli token create --reusable)"
+
+declare -A node_pid node_port
+start_node() { # name
+    local port; port="$(free_port)"
+    RUST_LOG=warn "$bin/tabbify-supervisor" --coordinator "$coord" --join-token "$token" \
+        --name "$1" --data-dir "$work/$1" --dataplane off --bind "127.0.0.1:$port" \
+        --runner-bin "$bin/tabbify-runner" --probe-interval 1h >/dev/null 2>"$work/$1.err" &
+    node_pid[$1]=$!
+    node_port[$1]=$port
+    pids+=($!)
+    for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$port/health" | grep -q '"joined"' && return; sleep 0.05; done
+    echo "node $1 did not join" >&2; cat "$work/$1.err" >&2; exit 1
+}
+start_node n1
+
+manifest() { # name replicas
+    printf '[app]\nname = "%s"\nreplicas = %s\n\n[runtime]\nkind = "wasm"\ncomponent = "%s"\n' "$1" "$2" "$wasm" \
+        > "$work/$1.toml"
+    echo "$work/$1.toml"
+}
+
+say "coordinator-deploy: hello-wasm, $n deploys, $(nproc) cores, heartbeat $heartbeat, grace $grace, $(date -u +%FT%TZ)"
+totals=(); tclis=(); ingress=(); direct=()
+for i in $(seq 1 "$n"); do
+    m="$(manifest "bench-$i" 1)"
+    t0="$(now_ms)"
+    url="$(tcli deploy -q -f "$m" --appsrv "$appsrv")"
+    t1="$(now_ms)"
+    wait_200 "$url"
+    t2="$(now_ms)"
+    wait_200 "$coord/app/bench-$i/"
+    t3="$(now_ms)"
+    tclis+=($((t1 - t0))); totals+=($((t2 - t0))); ingress+=($((t3 - t0)))
+    # The peer: the same component deployed on the node's own API (no coordinator, no appsrv).
+    d0="$(now_ms)"
+    resp="$(sed "s/name = \"bench-$i\"/name = \"direct-$i\"/" "$m" > "$work/direct.toml" && \
+        curl -s -F "manifest=@$work/direct.toml" -F "artifact=@$wasm" "http://127.0.0.1:${node_port[n1]}/v1/apps")"
+    durl="$(echo "$resp" | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')"
+    wait_200 "$durl"
+    d1="$(now_ms)"
+    direct+=($((d1 - d0)))
+done
+m_total="$(printf '%s\n' "${totals[@]}" | median)"
+m_tcli="$(printf '%s\n' "${tclis[@]}" | median)"
+m_ingress="$(printf '%s\n' "${ingress[@]}" | median)"
+m_direct="$(printf '%s\n' "${direct[@]}" | median)"
+say "tcli deploy -> first 200 at the printed address: median ${m_total} ms (tcli returned after ${m_tcli} ms)"
+say "tcli deploy -> first 200 through the coordinator's ingress: median ${m_ingress} ms"
+say "peer, POST /v1/apps on the node -> first 200: median ${m_direct} ms"
+say "ratio whole path / node API: $(python3 -c "print(f'{$m_total/$m_direct:.2f}x')")"
+
+# Re-place after a node loss.
+start_node n2
+m="$(manifest moving 1)"
+url="$(tcli deploy -q -f "$m" --appsrv "$appsrv")"
+wait_200 "$url"
+on="$(tcli app moving --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["replicas"][0]["node_name"])')"
+victim="$on"
+kill -9 "${node_pid[$victim]}"
+pkill -9 -f -- "--app-dir $work/$victim/" 2>/dev/null || true
+k0="$(now_ms)"
+while :; do
+    new="$(tcli app moving --json | python3 -c '
+import json,sys
+r = json.load(sys.stdin)["replicas"][0]
+print(r.get("node_name","-") if r.get("state") == "running" else "-", r.get("url",""))')"
+    node="${new%% *}"; nurl="${new#* }"
+    if [ "$node" != "-" ] && [ "$node" != "$victim" ]; then break; fi
+    [ $(( $(now_ms) - k0 )) -lt 120000 ] || { echo "not re-placed within 120 s" >&2; exit 1; }
+    sleep 0.02
+done
+wait_200 "$nurl"
+k1="$(now_ms)"
+say "re-place after node loss ($victim killed) -> serving on $node: $((k1 - k0)) ms (floor: 3 missed heartbeats of $heartbeat + grace $grace)"
+say "report: $report"
