@@ -262,27 +262,62 @@ fn describe_guest(exit: Option<GuestExit>) -> String {
     }
 }
 
-/// The guest init: beside the runner's executable, else beside the kernel.
+/// The guest init: beside the runner's executable, else beside the kernel. It runs as PID 1 in
+/// a root filesystem that has no dynamic loader, so only a static executable will do (a debug
+/// build next to the runner is linked against glibc and is skipped).
 fn find_init(kernel: &Path) -> Result<PathBuf, VmAppError> {
     let beside_runner = std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.join(INIT_NAME)));
     let beside_kernel = kernel.parent().map(|d| d.join(INIT_NAME));
     let candidates: Vec<PathBuf> = beside_runner.into_iter().chain(beside_kernel).collect();
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| {
-            VmAppError::Node(format!(
-                "the guest init {INIT_NAME} is not at {} (build it with `cargo build --release --target x86_64-unknown-linux-musl -p tabbify-vm-init` and install it beside the kernel)",
-                candidates
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ))
-        })
+    let mut skipped = Vec::new();
+    for c in &candidates {
+        match std::fs::read(c) {
+            Ok(bytes) if is_static_elf(&bytes) => return Ok(c.clone()),
+            Ok(_) => skipped.push(format!("{} (not a static executable)", c.display())),
+            Err(_) => skipped.push(format!("{} (missing)", c.display())),
+        }
+    }
+    Err(VmAppError::Node(format!(
+        "no usable guest init {INIT_NAME}: {} (build it with `cargo build --release --target x86_64-unknown-linux-musl -p tabbify-vm-init` and install it beside the kernel)",
+        skipped.join(", ")
+    )))
+}
+
+/// An ELF executable without a program interpreter (`PT_INTERP`): it needs no dynamic loader.
+fn is_static_elf(bytes: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+    };
+    // 64-bit little-endian ELF only: what this runtime boots.
+    if bytes.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(32), u16_at(54), u16_at(56)) else {
+        return false;
+    };
+    let Ok(phoff) = usize::try_from(phoff) else {
+        return false;
+    };
+    (0..usize::from(phnum)).all(|i| {
+        let at = phoff + i * usize::from(phentsize);
+        u32_at(at).is_some_and(|t| t != PT_INTERP)
+    })
 }
 
 /// Kernel, init, VMM, disk, slot: everything before the VMM starts.
@@ -452,4 +487,30 @@ async fn boot(p: Prepared, log: AppLog, stats: Arc<RequestStats>) -> Result<VmAp
         _slot: p.slot,
         _run_dir: p.run_dir,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_static_executables_can_be_the_guest_init() {
+        // This test binary is dynamically linked (glibc): it has a PT_INTERP header.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(!is_static_elf(&me));
+        assert!(!is_static_elf(b"#!/bin/sh\n"));
+        assert!(!is_static_elf(&me[..40]));
+        // A static one: the same header with its PT_INTERP entry turned into PT_NULL.
+        let mut fake = me.clone();
+        let phoff = usize::try_from(u64::from_le_bytes(me[32..40].try_into().unwrap())).unwrap();
+        let phentsize = usize::from(u16::from_le_bytes([me[54], me[55]]));
+        let phnum = usize::from(u16::from_le_bytes([me[56], me[57]]));
+        for i in 0..phnum {
+            let at = phoff + i * phentsize;
+            if fake[at..at + 4] == 3u32.to_le_bytes() {
+                fake[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+            }
+        }
+        assert!(is_static_elf(&fake));
+    }
 }
