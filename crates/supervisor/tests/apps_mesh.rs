@@ -6,84 +6,16 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
 mod apps_support;
+mod mesh_support;
 
+use mesh_support::{MeshLab, NodeOpts, curl, eventually};
 use std::net::Ipv6Addr;
-use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-use tabbify_testkit::netns::{Host, Lan};
-use tabbify_testkit::{Capability, ChildGuard, bin_path, read_ready_line, require};
+use std::time::Duration;
+use tabbify_testkit::{Capability, bin_path, require};
 
-fn log_file(dir: &Path, name: &str) -> std::fs::File {
-    std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(dir.join(format!("{name}.log")))
-        .unwrap()
-}
-
-fn start_node(
-    host: &Host,
-    coord: &str,
-    token: &str,
-    data: &Path,
-    logs: &Path,
-    name: &str,
-) -> (ChildGuard, Ipv6Addr) {
-    let mut cmd = host.command(bin_path("tabbify-supervisor").unwrap());
-    cmd.args([
-        "--coordinator",
-        coord,
-        "--join-token",
-        token,
-        "--name",
-        name,
-    ])
-    .args(["--probe-interval", "1h"])
-    .arg("--data-dir")
-    .arg(data)
-    .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    .stdout(Stdio::piped())
-    .stderr(log_file(logs, name));
-    let mut guard = host.spawn(cmd).unwrap();
-    let out = guard.child.as_mut().unwrap().stdout.take().unwrap();
-    let api = read_ready_line(
-        out,
-        "tabbify-supervisor listening on",
-        Duration::from_secs(30),
-    )
-    .unwrap_or_else(|e| panic!("{name} did not come up: {e:#}; logs in {}", logs.display()));
-    let ula = api
-        .trim_start_matches("http://[")
-        .split(']')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    (guard, ula)
-}
-
-/// curl in `host`'s namespace: status (0 when no answer) and body.
-fn curl(host: &Host, args: &[&str]) -> (u16, String) {
-    let mut full = vec!["-sS", "-m", "10", "-g", "-w", "\n%{http_code}"];
-    full.extend_from_slice(args);
-    let out = host.exec("curl", &full).unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-fn lo_addrs(host: &Host) -> String {
+fn lo_addrs(host: &tabbify_testkit::netns::Host) -> String {
     host.exec_ok("ip", &["-6", "addr", "show", "dev", "lo"])
         .unwrap()
-}
-
-fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]
@@ -93,53 +25,22 @@ fn an_app_on_node_a_answers_node_b_over_the_mesh() {
         bin_path("tabbify-runner").is_ok(),
         "build tabbify-runner first (cargo build -p tabbify-runner)"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let lan = Lan::new("apps").unwrap();
-    let coord_host = lan.add_host("coord").unwrap();
-    let mut cmd = coord_host.command(bin_path("tabbify-coordinator").unwrap());
-    cmd.args([
-        "--listen",
-        "0.0.0.0:8888",
-        "--insecure-no-mtls",
-        "--heartbeat-interval",
-        "1s",
-    ])
-    .arg("--data-dir")
-    .arg(dir.path().join("coordinator"))
-    .stdout(Stdio::piped())
-    .stderr(log_file(dir.path(), "coordinator"));
-    let mut coord = coord_host.spawn(cmd).unwrap();
-    let out = coord.child.as_mut().unwrap().stdout.take().unwrap();
-    read_ready_line(out, "listening on", Duration::from_secs(30)).unwrap();
-    let coord_url = format!("http://{}:8888", coord_host.underlay_addr());
-    let admin = dir.path().join("coordinator/admin-token");
-    let token = coord_host
-        .exec_ok(
-            bin_path("tcli").unwrap().to_str().unwrap(),
-            &[
-                "--coordinator",
-                "http://127.0.0.1:8888",
-                "--admin-token-file",
-                admin.to_str().unwrap(),
-                "token",
-                "create",
-                "--reusable",
-            ],
-        )
-        .unwrap()
-        .trim()
-        .to_string();
-
-    let (ha, hb) = (lan.add_host("a").unwrap(), lan.add_host("b").unwrap());
-    let data_a = dir.path().join("node-a");
-    let (mut node_a, ula_a) = start_node(&ha, &coord_url, &token, &data_a, dir.path(), "node-a");
-    let (_node_b, _ula_b) = start_node(
+    let lab = MeshLab::new("apps", &[]);
+    let token = lab.token();
+    let no_docker = NodeOpts::default();
+    let (ha, hb) = (
+        lab.lan.add_host("a").unwrap(),
+        lab.lan.add_host("b").unwrap(),
+    );
+    let data_a = lab.dir.path().join("node-a");
+    let mut node_a = lab.start_node(&ha, "node-a", &token, &data_a, &no_docker);
+    let ula_a = node_a.ula;
+    let _node_b = lab.start_node(
         &hb,
-        &coord_url,
-        &token,
-        &dir.path().join("node-b"),
-        dir.path(),
         "node-b",
+        &token,
+        &lab.dir.path().join("node-b"),
+        &no_docker,
     );
     let api_a = format!("http://[{ula_a}]:8730");
 
@@ -198,14 +99,14 @@ fn an_app_on_node_a_answers_node_b_over_the_mesh() {
         &["-6", "addr", "add", &format!("{stray}/128"), "dev", "lo"],
     )
     .unwrap();
-    node_a.kill();
+    node_a.guard.kill();
     // The app keeps serving on A; B waits for the mesh data plane, which lives in the supervisor.
     assert_eq!(
         curl(&ha, &[&url]).0,
         200,
         "the app serves while its supervisor is down"
     );
-    let (node_a2, _) = start_node(&ha, &coord_url, &token, &data_a, dir.path(), "node-a");
+    let node_a2 = lab.start_node(&ha, "node-a", &token, &data_a, &no_docker);
     eventually(
         "the stray address is removed",
         Duration::from_secs(20),

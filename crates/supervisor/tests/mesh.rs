@@ -5,135 +5,18 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
+mod mesh_support;
+
+use mesh_support::{LabNode as Node, MeshLab, NodeOpts, eventually, ping};
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-use tabbify_testkit::netns::{Host, Lan};
-use tabbify_testkit::{Capability, ChildGuard, bin_path, read_ready_line, require};
+use std::time::Duration;
+use tabbify_testkit::netns::Host;
+use tabbify_testkit::{Capability, require};
 
-struct Mesh {
-    lan: Lan,
-    coord_host: Host,
-    _coord: ChildGuard,
-    coord_url: String,
-    admin_file: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-struct Node {
-    host: Host,
-    guard: ChildGuard,
-    data_dir: PathBuf,
-    ula: Ipv6Addr,
-}
-
-fn log(dir: &Path, name: &str) -> std::fs::File {
-    std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(dir.join(format!("{name}.log")))
-        .unwrap()
-}
-
-impl Mesh {
-    fn new(tag: &str) -> Mesh {
-        let dir = tempfile::tempdir().unwrap();
-        let lan = Lan::new(tag).unwrap();
-        let coord_host = lan.add_host("coord").unwrap();
-        let data = dir.path().join("coordinator");
-        let mut cmd = coord_host.command(bin_path("tabbify-coordinator").unwrap());
-        cmd.args(["--listen", "0.0.0.0:8888", "--insecure-no-mtls"])
-            .args(["--heartbeat-interval", "1s"])
-            .arg("--data-dir")
-            .arg(&data)
-            .stdout(Stdio::piped())
-            .stderr(log(dir.path(), "coordinator"));
-        let mut coord = coord_host.spawn(cmd).unwrap();
-        let out = coord.child.as_mut().unwrap().stdout.take().unwrap();
-        read_ready_line(out, "listening on", Duration::from_secs(30)).unwrap();
-        let coord_url = format!("http://{}:8888", coord_host.underlay_addr());
-        Mesh {
-            lan,
-            coord_host,
-            _coord: coord,
-            coord_url,
-            admin_file: data.join("admin-token"),
-            dir,
-        }
-    }
-
-    /// Runs tcli on the coordinator's host.
-    fn tcli(&self, args: &[&str]) -> String {
-        let mut full = vec![
-            "--coordinator".to_string(),
-            "http://127.0.0.1:8888".into(),
-            "--admin-token-file".into(),
-            self.admin_file.display().to_string(),
-        ];
-        full.extend(args.iter().map(|s| s.to_string()));
-        self.coord_host
-            .exec_ok(bin_path("tcli").unwrap().to_str().unwrap(), &full)
-            .unwrap()
-    }
-
-    fn token(&self) -> String {
-        self.tcli(&["token", "create", "--reusable"])
-            .trim()
-            .to_string()
-    }
-
-    fn start_node(&self, host: &Host, name: &str, token: &str, data_dir: &Path) -> Node {
-        let mut cmd = host.command(bin_path("tabbify-supervisor").unwrap());
-        cmd.args(["--coordinator", &self.coord_url, "--join-token", token])
-            .args(["--name", name, "--probe-interval", "1h"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-            .stdout(Stdio::piped())
-            .stderr(log(self.dir.path(), name));
-        let mut guard = host.spawn(cmd).unwrap();
-        let out = guard.child.as_mut().unwrap().stdout.take().unwrap();
-        let api = read_ready_line(
-            out,
-            "tabbify-supervisor listening on",
-            Duration::from_secs(30),
-        )
-        .unwrap_or_else(|e| {
-            panic!(
-                "{name} did not come up: {e:#}; see {}",
-                self.dir.path().display()
-            )
-        });
-        // http://[ula]:8730
-        let ula: Ipv6Addr = api
-            .trim_start_matches("http://[")
-            .split(']')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        Node {
-            host: host.clone(),
-            guard,
-            data_dir: data_dir.to_path_buf(),
-            ula,
-        }
-    }
-}
-
-fn ping(from: &Host, to: Ipv6Addr) -> bool {
-    from.exec("ping", &["-6", "-c", "1", "-W", "1", &to.to_string()])
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// The roster tests' nodes reach no Docker daemon: their tags are `wasm` only.
+fn start_node(mesh: &MeshLab, host: &Host, name: &str, token: &str, dir: &Path) -> Node {
+    mesh.start_node(host, name, token, dir, &NodeOpts::default())
 }
 
 fn curl(from: &Host, url: &str) -> Option<String> {
@@ -164,7 +47,7 @@ fn peer_id(from: &Host, node: &Node) -> String {
 #[test]
 fn three_nodes_reach_each_other_and_follow_the_roster() {
     require!(Capability::NetNs);
-    let mesh = Mesh::new("sup3");
+    let mesh = MeshLab::new("sup3", &[]);
     let token = mesh.token();
     let hosts: Vec<Host> = ["a", "b", "c"]
         .iter()
@@ -176,7 +59,8 @@ fn three_nodes_reach_each_other_and_follow_the_roster() {
         .collect();
     let mut nodes: Vec<Node> = (0..3)
         .map(|i| {
-            mesh.start_node(
+            start_node(
+                &mesh,
                 &hosts[i],
                 &format!("node-{}", ["a", "b", "c"][i]),
                 &token,
@@ -267,7 +151,7 @@ fn three_nodes_reach_each_other_and_follow_the_roster() {
     // traffic flows again.
     let ula_b = nodes[1].ula;
     nodes[1].guard.kill();
-    let b = mesh.start_node(&hosts[1], "node-b", &token, &dirs[1]);
+    let b = start_node(&mesh, &hosts[1], "node-b", &token, &dirs[1]);
     assert_eq!(b.ula, ula_b);
     nodes[1] = b;
     eventually("a reaches the restarted b", Duration::from_secs(15), || {
@@ -295,7 +179,7 @@ fn three_nodes_reach_each_other_and_follow_the_roster() {
     nodes[2].guard.kill();
     std::fs::remove_dir_all(&dirs[2]).unwrap();
     let token2 = mesh.token();
-    let c = mesh.start_node(&hosts[2], "node-c", &token2, &dirs[2]);
+    let c = start_node(&mesh, &hosts[2], "node-c", &token2, &dirs[2]);
     assert_ne!(c.ula, ula_c);
     eventually("a reaches the new c", Duration::from_secs(15), || {
         ping(&hosts[0], c.ula)
@@ -323,12 +207,12 @@ fn three_nodes_reach_each_other_and_follow_the_roster() {
 #[test]
 fn peers_follow_a_node_that_moves() {
     require!(Capability::NetNs);
-    let mesh = Mesh::new("move");
+    let mesh = MeshLab::new("move", &[]);
     let token = mesh.token();
     let ha = mesh.lan.add_host("a").unwrap();
     let hb = mesh.lan.add_host("b").unwrap();
-    let a = mesh.start_node(&ha, "node-a", &token, &mesh.dir.path().join("a"));
-    let b = mesh.start_node(&hb, "node-b", &token, &mesh.dir.path().join("b"));
+    let a = start_node(&mesh, &ha, "node-a", &token, &mesh.dir.path().join("a"));
+    let b = start_node(&mesh, &hb, "node-b", &token, &mesh.dir.path().join("b"));
     eventually("b reaches a", Duration::from_secs(15), || ping(&hb, a.ula));
 
     let new_addr = mesh.lan.spare_addr();
