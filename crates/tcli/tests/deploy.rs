@@ -1,0 +1,271 @@
+//! The deploy path end to end on loopback, without the mesh data plane: `tcli deploy` stages
+//! hello-wasm on a real appsrv and creates the app at a real coordinator; a real node pulls its
+//! assignment, fetches and verifies the artifact and runs it; `tcli apps`, `tcli app`,
+//! `tcli logs` and `tcli rm` show and undo it. An artifact whose bytes were altered on the appsrv
+//! after upload is never run: the node refuses it and says why.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tabbify_testkit::cluster::{CoordinatorProc, SupervisorOpts, SupervisorProc};
+use tabbify_testkit::{ChildGuard, bin_path, workspace_root};
+
+const GREETING: &str = "hello from tabbify wasm\n";
+
+fn tcli(coord: &str, admin: &Path, args: &[&str]) -> Output {
+    Command::new(bin_path("tcli").unwrap())
+        .args(["--coordinator", coord, "--admin-token-file"])
+        .arg(admin)
+        .args(args)
+        .env_remove("TABBIFY_ADMIN_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "tcli failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn hello_wasm() -> PathBuf {
+    let root = workspace_root();
+    let wasm = root.join("target/wasm/hello-wasm.wasm");
+    if !wasm.is_file() {
+        let out = Command::new("bash")
+            .arg(root.join("examples/build.sh"))
+            .arg("hello-wasm")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wasm
+}
+
+fn get(url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-m", "5", "-w", "\n%{http_code}", url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn app_json(coord: &str, admin: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(tcli(coord, admin, &["app", name, "--json"]))).unwrap()
+}
+
+/// Kills the runners started out of `dir` (they outlive their supervisor by design).
+struct Runners(PathBuf);
+
+impl Drop for Runners {
+    fn drop(&mut self) {
+        let needle = self.0.display().to_string();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for e in entries.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmd).contains(&needle) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn deploy_serve_log_remove_and_refuse_a_tampered_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let _runners = Runners(dir.path().to_path_buf());
+    let coord = CoordinatorProc::start(
+        &dir.path().join("coord"),
+        "127.0.0.1:0",
+        &["--heartbeat-interval", "1s"],
+    )
+    .unwrap();
+    let admin = coord.data_dir.join("admin-token");
+    let mut appsrv_cmd = Command::new(bin_path("tabbify-appsrv").unwrap());
+    appsrv_cmd
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("appsrv"))
+        .arg("--upload-token-file")
+        .arg(&admin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = appsrv_cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let _appsrv_guard = ChildGuard::new("tabbify-appsrv", child);
+    let appsrv = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .trim_start_matches("tabbify-appsrv listening on ")
+        .to_string();
+
+    let token = ok(tcli(&coord.url, &admin, &["token", "create", "--reusable"]));
+    let node = SupervisorProc::start(
+        &dir.path().join("node"),
+        &SupervisorOpts {
+            coordinator: Some(coord.url.clone()),
+            name: Some("n1".into()),
+            join_token: Some(token.trim().into()),
+            args: vec!["--dataplane".into(), "off".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+
+    // Deploy: staged, placed, pulled, verified, running; the printed address answers.
+    let manifest = dir.path().join("tabbify.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[app]\nname = \"hello\"\n\n[runtime]\nkind = \"wasm\"\ncomponent = \"{}\"\n",
+            hello_wasm().display()
+        ),
+    )
+    .unwrap();
+    let m = manifest.to_str().unwrap();
+    let started = Instant::now();
+    let printed = ok(tcli(
+        &coord.url,
+        &admin,
+        &["deploy", "-q", "-f", m, "--appsrv", &appsrv],
+    ));
+    let url = printed.lines().next().unwrap().to_string();
+    assert_eq!(get(&url), (200, GREETING.to_string()), "{url}");
+    println!("deploy -> first 200: {:?}", started.elapsed());
+    let listed = ok(tcli(&coord.url, &admin, &["apps"]));
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("hello ") && l.contains("running") && l.contains("1/1")),
+        "{listed}"
+    );
+    let view = app_json(&coord.url, &admin, "hello");
+    assert_eq!(view["replicas"][0]["node_name"], "n1", "{view}");
+
+    // The log of the replica, from its node.
+    let logs = ok(tcli(
+        &coord.url,
+        &admin,
+        &["logs", "hello", "--node-api", &node.api],
+    ));
+    assert!(logs.contains("hello-wasm: Method::Get /"), "{logs}");
+
+    // The same deploy again is a no-op: same version, nothing re-uploaded.
+    let again = tcli(
+        &coord.url,
+        &admin,
+        &["deploy", "-f", m, "--appsrv", &appsrv],
+    );
+    let err = String::from_utf8_lossy(&again.stderr).into_owned();
+    assert!(again.status.success(), "{err}");
+    assert!(err.contains("already staged"), "{err}");
+    assert_eq!(app_json(&coord.url, &admin, "hello")["version"], 1);
+
+    // An artifact altered on the appsrv after it was staged: the node never runs it.
+    let bad_wasm = dir.path().join("other.wasm");
+    let mut bytes = std::fs::read(hello_wasm()).unwrap();
+    // A custom section at the end: still a valid component, another digest.
+    bytes.extend_from_slice(&[0, 4, 3, b'a', b'b', b'c']);
+    std::fs::write(&bad_wasm, &bytes).unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "[app]\nname = \"bad\"\n\n[runtime]\nkind = \"wasm\"\ncomponent = \"{}\"\n",
+            bad_wasm.display()
+        ),
+    )
+    .unwrap();
+    // Stage it, then change the stored bytes behind the appsrv's back.
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let put = Command::new("curl")
+        .args(["-sS", "-f", "-X", "PUT", "--data-binary"])
+        .arg(format!("@{}", bad_wasm.display()))
+        .args([
+            "-H",
+            &format!(
+                "authorization: Bearer {}",
+                std::fs::read_to_string(&admin).unwrap().trim()
+            ),
+        ])
+        .arg(format!("{appsrv}/v1/blobs/sha256:{digest}"))
+        .output()
+        .unwrap();
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let stored = dir.path().join("appsrv/sha256").join(&digest);
+    let mut tampered = bytes.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0xff;
+    std::fs::write(&stored, &tampered).unwrap();
+    ok(tcli(
+        &coord.url,
+        &admin,
+        &[
+            "deploy",
+            "-q",
+            "--no-wait",
+            "-f",
+            bad.to_str().unwrap(),
+            "--appsrv",
+            &appsrv,
+        ],
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let error = loop {
+        let v = app_json(&coord.url, &admin, "bad");
+        if let Some(e) = v["replicas"][0]["error"].as_str() {
+            break e.to_string();
+        }
+        assert!(Instant::now() < deadline, "no error reported: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(error.contains("bytes that do not match"), "{error}");
+    let (code, body) = get(&format!("{}/v1/apps", node.api));
+    assert_eq!(code, 200);
+    let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&body).unwrap()["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["hello".to_string()],
+        "the tampered app never ran"
+    );
+
+    // rm: the node stops the replica.
+    ok(tcli(&coord.url, &admin, &["rm", "hello"]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&url).0 == 200 {
+        assert!(Instant::now() < deadline, "hello still serves after rm");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
