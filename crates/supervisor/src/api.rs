@@ -1,4 +1,4 @@
-//! The control API: `/health`, `/v1/about`, `/v1/mesh`, and the app routes of
+//! The control API: `/health`, `/v1/about`, `/v1/mesh`, `/metrics`, and the app routes of
 //! [`crate::apps::api`]. It binds the address `run` gives it and reads the node status snapshot;
 //! it never changes state itself (app changes go to the app manager).
 
@@ -37,8 +37,36 @@ pub fn router(state: ApiState) -> Router {
         .route("/health", get(health))
         .route("/v1/about", get(about))
         .route("/v1/mesh", get(mesh_stats))
+        .route("/metrics", get(metrics))
         .merge(crate::apps::api::router(state.apps.clone()))
         .with_state(state)
+}
+
+/// Prometheus text of the node, its apps and its data plane.
+async fn metrics(State(st): State<ApiState>) -> Response {
+    let apps = st.apps.list().await.unwrap_or_default();
+    let dp = st
+        .dataplane
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let s = st.status.snapshot();
+    let text = crate::metrics::render(&crate::metrics::Snapshot {
+        name: &s.name,
+        version: SOFTWARE_VERSION,
+        tags: s.tags.iter().map(|t| t.as_str().to_string()).collect(),
+        joined: s.mesh == tabbify_wire::health::MeshState::Joined,
+        apps: &apps,
+        dataplane: dp.map(|d| d.stats()),
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// The data plane's counters: per-peer traffic, handshakes, endpoints, drops.

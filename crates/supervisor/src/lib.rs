@@ -18,6 +18,7 @@ pub mod endpoints;
 pub mod ingress;
 pub mod join;
 pub mod mesh_link;
+pub mod metrics;
 pub mod probe;
 pub mod roster;
 pub mod run;

@@ -225,3 +225,35 @@ async fn redeploy_swaps_versions_without_a_failed_request() {
     versions.sort();
     assert_eq!(versions, vec!["v2"], "old and failed versions are removed");
 }
+
+/// `/metrics` counts the node's apps by state and their restarts, as Prometheus text.
+#[test]
+fn metrics_count_apps_by_state_and_their_restarts() {
+    let node = Node::start(&[]);
+    let hello = example_wasm("hello-wasm");
+    let app = node.deploy_ok(&manifest("counted", ""), &hello);
+    let id = app.app_id.to_string();
+    let (status, text) = curl_get(&format!("{}/metrics", node.api()));
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("tabbify_node_apps{state=\"running\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("tabbify_node_info{"), "{text}");
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    // kill -9 its runner: the policy's restart shows up.
+    let pid = app.runner_pid.unwrap();
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    node.wait_app(&id, "restarted", |a| {
+        a.restart.restarts == 1 && a.state == AppState::Running
+    });
+    let (_, text) = curl_get(&format!("{}/metrics", node.api()));
+    assert!(
+        text.contains("tabbify_node_app_restarts_total{app=\"counted\",runtime=\"wasm\"} 1"),
+        "{text}"
+    );
+    assert_eq!(node.delete(&format!("/v1/apps/{id}")).0, 204);
+}
