@@ -4,6 +4,7 @@
 //! connection left them and are verified before anyone may use them.
 
 pub mod fetch;
+pub mod metrics;
 pub mod server;
 pub mod store;
 

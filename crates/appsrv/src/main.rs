@@ -64,6 +64,7 @@ async fn run(args: Args) -> Result<()> {
     let app = router(Arc::new(AppsrvState {
         store,
         upload_token,
+        metrics: Default::default(),
     }));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("SIGTERM handler")?;

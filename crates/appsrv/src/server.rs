@@ -1,5 +1,5 @@
 //! The HTTP face of the store: `PUT`, `GET` (with ranges) and `HEAD` on
-//! `/v1/blobs/sha256:<hex>`, plus `/health`. Uploads need the bearer token the server was started
+//! `/v1/blobs/sha256:<hex>`, plus `/health` and `/metrics`. Uploads need the bearer token the server was started
 //! with; downloads are open (a digest names exactly one content).
 
 use crate::store::{BlobStore, PutOutcome, StoreError};
@@ -19,11 +19,13 @@ pub struct AppsrvState {
     pub store: BlobStore,
     /// Bearer token for uploads; `None` disables uploads.
     pub upload_token: Option<String>,
+    pub metrics: crate::metrics::Metrics,
 }
 
 pub fn router(state: Arc<AppsrvState>) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route(
             "/v1/blobs/{digest}",
             get(download).head(download).put(upload),
@@ -58,6 +60,18 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok", "version": tabbify_wire::SOFTWARE_VERSION}))
 }
 
+async fn metrics(State(st): State<Arc<AppsrvState>>) -> Response {
+    let text = st.metrics.render(&st.store.blob_dir());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
 async fn download(
     State(st): State<Arc<AppsrvState>>,
     Path(digest): Path<String>,
@@ -69,12 +83,14 @@ async fn download(
     };
     let path = st.store.path_of(&digest);
     if !path.is_file() {
+        st.metrics.download("not_found");
         return error(
             StatusCode::NOT_FOUND,
             ErrorCode::NotFound,
             format!("no blob {digest}"),
         );
     }
+    st.metrics.download("served");
     match ServeFile::new(path).oneshot(req).await {
         Ok(resp) => resp.map(Body::new),
         Err(e) => error(
@@ -123,15 +139,27 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // A refusal before the body is read: the body is left unread, so the connection cannot carry
+    // another request; say so, or a client reusing it races the close.
+    let unread = |r: ApiError| {
+        let mut resp = r.into_response();
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        resp
+    };
     if let Err(r) = authorised(&headers, st.upload_token.as_deref()) {
-        return r.into_response();
+        st.metrics.upload("refused");
+        return unread(r);
     }
     let digest = match parse_digest(&digest) {
         Ok(d) => d,
-        Err(r) => return r.into_response(),
+        Err(r) => return unread(r),
     };
     match st.store.put(&digest, body.into_data_stream()).await {
         Ok(PutOutcome::Created) => {
+            st.metrics.upload("created");
             tracing::info!(%digest, "blob stored");
             (
                 StatusCode::CREATED,
@@ -140,9 +168,11 @@ async fn upload(
                 .into_response()
         }
         Ok(PutOutcome::Existed) => {
+            st.metrics.upload("existed");
             (StatusCode::OK, Json(serde_json::json!({"digest": digest}))).into_response()
         }
         Err(e @ StoreError::Mismatch { .. }) => {
+            st.metrics.upload("mismatch");
             tracing::warn!(error = %e, "upload refused");
             error(
                 StatusCode::BAD_REQUEST,
@@ -150,17 +180,24 @@ async fn upload(
                 e.to_string(),
             )
         }
-        Err(e @ StoreError::TooLarge { .. }) => error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::PayloadTooLarge,
-            e.to_string(),
-        ),
-        Err(e @ StoreError::Body(_)) => error(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::BadRequest,
-            e.to_string(),
-        ),
+        Err(e @ StoreError::TooLarge { .. }) => {
+            st.metrics.upload("too_large");
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::PayloadTooLarge,
+                e.to_string(),
+            )
+        }
+        Err(e @ StoreError::Body(_)) => {
+            st.metrics.upload("failed");
+            error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                e.to_string(),
+            )
+        }
         Err(e @ StoreError::Io { .. }) => {
+            st.metrics.upload("failed");
             tracing::error!(error = %e, "upload failed");
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -64,7 +64,8 @@ impl BlobStore {
         Ok(store)
     }
 
-    fn blob_dir(&self) -> PathBuf {
+    /// The directory holding one file per blob.
+    pub fn blob_dir(&self) -> PathBuf {
         self.root.join("sha256")
     }
 

@@ -123,6 +123,25 @@ fn uploads_are_verified_and_downloads_support_ranges() {
         assert_eq!(r.bytes().await.unwrap().as_ref(), &data[1000..2000]);
         let all = http.get(&url).send().await.unwrap().bytes().await.unwrap();
         assert_eq!(all.as_ref(), &data[..]);
+
+        // What happened, as metrics.
+        let text = http
+            .get(format!("{}/metrics", srv.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in [
+            "tabbify_appsrv_uploads_total{outcome=\"created\"} 1",
+            "tabbify_appsrv_uploads_total{outcome=\"existed\"} 1",
+            "tabbify_appsrv_uploads_total{outcome=\"mismatch\"} 1",
+            "tabbify_appsrv_uploads_total{outcome=\"too_large\"} 1",
+            "tabbify_appsrv_blobs 1",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
     });
     let stored: Vec<_> = std::fs::read_dir(srv.data.path().join("store/sha256"))
         .unwrap()
