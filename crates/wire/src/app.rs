@@ -209,6 +209,17 @@ pub struct RestartSpec {
     /// Give up after this many consecutive restarts; `None` never gives up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_restarts: Option<u32>,
+    /// This many failures in a row, without a healthy period between, mark the app
+    /// `crashloop` (it keeps being restarted, with growing delays).
+    #[serde(default = "default_crashloop_after")]
+    pub crashloop_after: u32,
+}
+
+/// Default `[restart] crashloop_after`.
+pub const DEFAULT_CRASHLOOP_AFTER: u32 = 3;
+
+fn default_crashloop_after() -> u32 {
+    DEFAULT_CRASHLOOP_AFTER
 }
 
 impl Default for RestartSpec {
@@ -220,6 +231,7 @@ impl Default for RestartSpec {
             backoff_multiplier: 2.0,
             reset_after_ms: 60_000,
             max_restarts: None,
+            crashloop_after: DEFAULT_CRASHLOOP_AFTER,
         }
     }
 }

@@ -7,7 +7,8 @@
 //! - the first restart after a failure happens at once; restart *n* ≥ 2 waits
 //!   `backoff_initial_ms × backoff_multiplier^(n-2)`, capped at `backoff_max_ms`;
 //! - a runner that stayed up `reset_after_ms` was healthy: the failure count starts over;
-//! - [`CRASHLOOP_AFTER`] failures in a row mark the app `crashloop` (it keeps restarting);
+//! - `crashloop_after` failures in a row (default 3) mark the app `crashloop` (it keeps
+//!   restarting);
 //! - after `max_restarts` restarts in a row that all failed, the app is parked (`None`: never).
 
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,6 @@ use tabbify_wire::Timestamp;
 use tabbify_wire::app::{RestartPolicy, RestartSpec};
 
 /// Failures in a row after which an app is shown as crashlooping.
-pub const CRASHLOOP_AFTER: u32 = 3;
 
 /// Why the supervisor does not restart an app any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,9 +61,10 @@ pub enum Decision {
 }
 
 impl RestartTracker {
-    /// The app has failed so often in a row that it counts as crashlooping.
-    pub fn in_crashloop(&self) -> bool {
-        self.consecutive_failures >= CRASHLOOP_AFTER && self.gave_up.is_none()
+    /// The app has failed so often in a row (`crashloop_after` of its restart spec) that it
+    /// counts as crashlooping.
+    pub fn in_crashloop(&self, crashloop_after: u32) -> bool {
+        self.consecutive_failures >= crashloop_after.max(1) && self.gave_up.is_none()
     }
 
     pub fn is_parked(&self) -> bool {
@@ -290,12 +291,12 @@ mod tests {
     fn settle_resets_only_after_the_healthy_period() {
         let s = spec();
         let (_, t) = fail_repeatedly(&s, 4, 5);
-        assert!(t.in_crashloop());
+        assert!(t.in_crashloop(s.crashloop_after));
         assert_eq!(t.settle(&s, T0, at(s.reset_after_ms - 1)), t);
         let settled = t.settle(&s, T0, at(s.reset_after_ms));
         assert_eq!(settled.consecutive_failures, 0);
         assert_eq!(settled.restarts, t.restarts);
-        assert!(!settled.in_crashloop());
+        assert!(!settled.in_crashloop(s.crashloop_after));
     }
 
     #[test]
@@ -303,8 +304,17 @@ mod tests {
         let s = spec();
         for (n, expected) in [(1, false), (2, false), (3, true), (7, true)] {
             let (_, t) = fail_repeatedly(&s, n, 5);
-            assert_eq!(t.in_crashloop(), expected, "after {n} failures");
+            assert_eq!(
+                t.in_crashloop(s.crashloop_after),
+                expected,
+                "after {n} failures"
+            );
         }
+        // Configurable per app.
+        let (_, t) = fail_repeatedly(&s, 4, 5);
+        assert!(!t.in_crashloop(5));
+        let (_, t) = fail_repeatedly(&s, 5, 5);
+        assert!(t.in_crashloop(5));
     }
 
     #[test]
@@ -321,7 +331,7 @@ mod tests {
         assert_eq!(t.consecutive_failures, 4);
         assert!(t.is_parked());
         assert!(
-            !t.in_crashloop(),
+            !t.in_crashloop(s.crashloop_after),
             "a parked app is parked, not crashlooping"
         );
 

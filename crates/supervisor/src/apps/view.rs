@@ -19,6 +19,8 @@ pub struct Facts {
     pub desired: Desired,
     pub tracker: RestartTracker,
     pub restart_scheduled: bool,
+    /// The app's `[restart] crashloop_after`.
+    pub crashloop_after: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,13 +39,13 @@ pub fn state(f: &Facts) -> AppState {
     match f.runner {
         Some((_, Some(EndingKind::Stopping))) => AppState::Stopping,
         Some((true, None)) => AppState::Running,
-        Some((_, _)) if f.tracker.in_crashloop() => AppState::Crashloop,
+        Some((_, _)) if f.tracker.in_crashloop(f.crashloop_after) => AppState::Crashloop,
         Some(_) => AppState::Starting,
         None if f.desired == Desired::Stopped => AppState::Stopped,
         None => match f.tracker.gave_up {
             Some(GaveUp::Parked) => AppState::Parked,
             Some(GaveUp::Finished) => AppState::Exited,
-            None if f.tracker.in_crashloop() => AppState::Crashloop,
+            None if f.tracker.in_crashloop(f.crashloop_after) => AppState::Crashloop,
             None if f.restart_scheduled => AppState::Backoff,
             None => AppState::Starting,
         },
@@ -66,6 +68,14 @@ fn facts(e: &AppEntry) -> Facts {
         desired: e.record.desired,
         tracker: e.record.restart,
         restart_scheduled: e.restart_at.is_some(),
+        crashloop_after: e
+            .record
+            .current
+            .as_ref()
+            .or(e.record.pending.as_ref())
+            .map_or(tabbify_wire::app::DEFAULT_CRASHLOOP_AFTER, |v| {
+                v.manifest.restart.crashloop_after
+            }),
     }
 }
 
@@ -115,6 +125,7 @@ mod tests {
             desired: Desired::Running,
             tracker: RestartTracker::default(),
             restart_scheduled: false,
+            crashloop_after: tabbify_wire::app::DEFAULT_CRASHLOOP_AFTER,
         }
     }
 

@@ -130,6 +130,7 @@ struct RawRestart {
     backoff_multiplier: Option<Spanned<f64>>,
     reset_after_ms: Option<Spanned<u64>>,
     max_restarts: Option<u32>,
+    crashloop_after: Option<Spanned<u32>>,
 }
 
 /// Parses and validates a manifest's text.
@@ -452,6 +453,17 @@ impl Validator<'_> {
                 24 * HOUR_MS,
             )?,
             max_restarts: raw.max_restarts,
+            crashloop_after: match raw.crashloop_after {
+                None => defaults.crashloop_after,
+                Some(n) if (1..=1000).contains(n.get_ref()) => *n.get_ref(),
+                Some(n) => {
+                    return Err(self.invalid(
+                        "restart.crashloop_after",
+                        &n.span(),
+                        format!("must be between 1 and 1000, got {}", n.get_ref()),
+                    ));
+                }
+            },
         };
         if spec.backoff_initial_ms > spec.backoff_max_ms {
             return Err(ManifestError::Invalid {

@@ -294,3 +294,23 @@ fn positions_count_lines_and_characters() {
     );
     assert_eq!(table_at("x=1\n[a]\n", 0), None);
 }
+
+#[test]
+fn crashloop_threshold_is_set_per_app_and_checked() {
+    assert_eq!(parse(WASM_HEAD).unwrap().restart.crashloop_after, 3);
+    let m = parse(&format!("{WASM_HEAD}[restart]\ncrashloop_after = 5\n")).unwrap();
+    assert_eq!(m.restart.crashloop_after, 5);
+    let e = err(&format!("{WASM_HEAD}[restart]\ncrashloop_after = 0\n"));
+    let text = e.to_string();
+    assert!(
+        text.contains("restart.crashloop_after") && text.contains("between 1 and 1000"),
+        "{text}"
+    );
+    assert!(text.contains("line 7"), "{text}");
+    // Records written before the field existed still read, with the default.
+    let json = serde_json::to_value(&m.restart).unwrap();
+    let mut old = json.as_object().unwrap().clone();
+    old.remove("crashloop_after");
+    let back: crate::app::RestartSpec = serde_json::from_value(old.into()).unwrap();
+    assert_eq!(back.crashloop_after, 3);
+}
