@@ -16,8 +16,6 @@ use std::time::Duration;
 use tabbify_wire::Timestamp;
 use tabbify_wire::app::{RestartPolicy, RestartSpec};
 
-/// Failures in a row after which an app is shown as crashlooping.
-
 /// Why the supervisor does not restart an app any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
