@@ -308,7 +308,7 @@ fn crashloop_threshold_is_set_per_app_and_checked() {
     );
     assert!(text.contains("line 7"), "{text}");
     // Records written before the field existed still read, with the default.
-    let json = serde_json::to_value(&m.restart).unwrap();
+    let json = serde_json::to_value(m.restart).unwrap();
     let mut old = json.as_object().unwrap().clone();
     old.remove("crashloop_after");
     let back: crate::app::RestartSpec = serde_json::from_value(old.into()).unwrap();
