@@ -271,3 +271,144 @@ fn a_guest_app_that_exits_at_once_fails_the_deploy_with_its_output() {
         "a VMM outlived the failed deploy"
     );
 }
+
+/// A host beyond the node: a network namespace behind a veth pair, with a TCP listener. Only
+/// forwarding gets a guest's packets there (the node's own addresses it reaches either way).
+struct Beyond {
+    ns: String,
+    host_if: String,
+    addr: std::net::Ipv4Addr,
+    listener: std::process::Child,
+}
+
+impl Beyond {
+    fn new() -> Beyond {
+        let id = std::process::id() % 250;
+        let ns = format!("tbfeg{}", std::process::id());
+        let host_if = format!("veg{}", std::process::id() % 100_000);
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &ns])
+            .output();
+        ip(&["netns", "add", &ns]);
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        ip(&["addr", "add", &format!("10.254.{id}.1/30"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("10.254.{id}.2/30"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        let addr = std::net::Ipv4Addr::new(10, 254, u8::try_from(id).unwrap(), 2);
+        let script = format!(
+            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{addr}',7070))\ns.listen(64)\nwhile True:\n    c,_=s.accept()\n    c.close()\n"
+        );
+        let listener = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-c", &script])
+            .spawn()
+            .unwrap();
+        Beyond {
+            ns,
+            host_if,
+            addr,
+            listener,
+        }
+    }
+
+    fn target(&self) -> String {
+        format!("{}:7070", self.addr)
+    }
+}
+
+impl Drop for Beyond {
+    fn drop(&mut self) {
+        let _ = self.listener.kill();
+        let _ = self.listener.wait();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .output();
+    }
+}
+
+#[test]
+fn a_guest_reaches_beyond_its_node_only_when_the_manifest_allows_egress() {
+    require!(Capability::Root);
+    require!(Capability::Qemu);
+    let kernel = KernelDir::new();
+    let work = tempfile::tempdir().unwrap();
+    let image = std::fs::read(hello_image(work.path())).unwrap();
+    let node = vm_node(&kernel.kernel());
+    let beyond = Beyond::new();
+    // The listener is up once the host reaches it.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect_timeout(
+        &beyond.target().parse().unwrap(),
+        std::time::Duration::from_millis(200),
+    )
+    .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the listener beyond did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // Without egress the guest's packets stop at its tap.
+    let (status, body) = node.deploy(&vm_manifest("vm-closed"), &image);
+    assert_eq!(status, 201, "{body}\n{}", node.log());
+    let closed: tabbify_wire::node_apps::AppInfo = serde_json::from_value(body).unwrap();
+    let (code, text) = curl_get(&format!("{}dial?to={}", closed.url, beyond.target()));
+    assert_eq!(code, 502, "{text}");
+    assert!(text.contains("cannot reach"), "{text}");
+    assert_eq!(node.delete(&format!("/v1/apps/{}", closed.app_id)).0, 204);
+
+    // With `egress = true` it gets out, and the rules go with the app.
+    let forwarding = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let manifest = vm_manifest("vm-open").replace(
+        "image = \"hello-http\"\n",
+        "image = \"hello-http\"\negress = true\n",
+    );
+    let (status, body) = node.deploy(&manifest, &image);
+    if forwarding.trim() != "1" {
+        assert_ne!(status, 201, "egress needs forwarding on: {body}");
+        assert!(body.to_string().contains("ip_forward"), "{body}");
+        return;
+    }
+    assert_eq!(status, 201, "{body}\n{}", node.log());
+    let open: tabbify_wire::node_apps::AppInfo = serde_json::from_value(body).unwrap();
+    let id = open.app_id.to_string();
+    let (code, text) = curl_get(&format!("{}dial?to={}", open.url, beyond.target()));
+    assert_eq!(
+        (code, text.trim()),
+        (200, format!("connected to {}", beyond.target()).as_str())
+    );
+    let tap = tap_of(&app_log(&node, &id));
+    assert!(tabbify_vm::egress::rules_present(&tap), "rules for {tap}");
+    assert_eq!(node.delete(&format!("/v1/apps/{id}")).0, 204);
+    assert!(
+        !tabbify_vm::egress::rules_present(&tap),
+        "the egress rules of {tap} are removed with the app"
+    );
+}

@@ -18,6 +18,7 @@
 
 pub mod app;
 pub mod console;
+pub mod egress;
 pub mod error;
 pub mod ext4;
 pub mod image;

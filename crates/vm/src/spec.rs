@@ -52,6 +52,10 @@ pub struct TapConfig {
     pub prefix_len: u8,
     /// Locally administered MAC of the guest's interface.
     pub guest_mac: String,
+    /// Forward and masquerade what the guest sends beyond the host side ([`crate::egress`]);
+    /// off, the guest reaches the host side's address only.
+    #[serde(default)]
+    pub egress: bool,
 }
 
 impl TapConfig {
@@ -69,6 +73,7 @@ impl TapConfig {
             guest_addr: Ipv4Addr::from(net + 2),
             prefix_len: 30,
             guest_mac: format!("02:54:42:00:{:02x}:{:02x}", slot >> 8, slot & 0xff),
+            egress: false,
         })
     }
 

@@ -6,7 +6,8 @@
 //! the tap by name itself, so the tap is made persistent and deleted explicitly on drop. Either
 //! way nothing outlives the VM.
 //!
-//! The guest reaches only the host side's address: no NAT is set up, and forwarding of packets
+//! Unless its config asks for egress ([`crate::egress`]), the guest reaches only the host side's
+//! address: no NAT is set up, and forwarding of packets
 //! that arrive from the tap is switched off on the tap itself (`net.ipv4.conf.<tap>.forwarding
 //! = 0`, which holds even when the host forwards in general, as it does with Docker), and IPv6 is
 //! off on the tap.
@@ -29,6 +30,8 @@ pub struct Tap {
     /// Held for a non-persistent tap (QEMU gets a copy).
     fd: Option<OwnedFd>,
     persistent: bool,
+    /// The guest's way out, when its config asks for one; removed before the tap.
+    egress: Option<crate::egress::Egress>,
 }
 
 /// How the VMM will attach to the tap.
@@ -93,11 +96,15 @@ impl Tap {
             name: cfg.name.clone(),
             fd: Some(fd),
             persistent: mode == TapMode::ByName,
+            egress: None,
         };
         isolate(&cfg.name)?;
         netif::set_ipv4(&cfg.name, cfg.host_addr, cfg.prefix_len)
             .io_ctx(|| format!("tap {}", cfg.name))?;
         netif::set_up(&cfg.name, None).io_ctx(|| format!("tap {}", cfg.name))?;
+        if cfg.egress {
+            tap.egress = Some(crate::egress::Egress::open(cfg)?);
+        }
         if mode == TapMode::ByName {
             // The VMM attaches itself; ours would make it EBUSY.
             tap.fd = None;
@@ -118,6 +125,7 @@ impl Tap {
 
 impl Drop for Tap {
     fn drop(&mut self) {
+        drop(self.egress.take());
         // Non-persistent: gone once this and the VMM's copy are closed.
         drop(self.fd.take());
         if !self.persistent {

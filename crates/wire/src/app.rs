@@ -168,6 +168,10 @@ pub struct FirecrackerRuntime {
     pub kernel: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_args: Option<String>,
+    /// Let the guest open connections beyond its node (forwarded and masqueraded through the
+    /// node's own addresses). Off: the guest reaches nothing but the host side of its tap.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub egress: bool,
 }
 
 /// `[http]`.

@@ -3,6 +3,9 @@
 //! Listens on `0.0.0.0:$PORT` (default 8080) and answers `GET /` (and `HEAD /`) with a fixed
 //! body, any other path with 404 and any other method with 405. One thread per connection, one
 //! request per connection. It prints one line when it listens, so a console log shows it started.
+//!
+//! `GET /dial?to=ADDR:PORT` opens a TCP connection from the app to ADDR:PORT and says whether it
+//! could (200) or not (502): how the tests see what a sandboxed app can reach.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -65,10 +68,11 @@ fn serve(mut stream: TcpStream) -> std::io::Result<()> {
     }
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, body) = match (method, path) {
-        ("GET" | "HEAD", "/") => ("200 OK", BODY),
-        ("GET" | "HEAD", _) => ("404 Not Found", "not found\n"),
-        _ => ("405 Method Not Allowed", "method not allowed\n"),
+    let (status, body): (&str, String) = match (method, path) {
+        ("GET" | "HEAD", "/") => ("200 OK", BODY.to_string()),
+        ("GET", p) if p.starts_with("/dial?to=") => dial(&p["/dial?to=".len()..]),
+        ("GET" | "HEAD", _) => ("404 Not Found", "not found\n".to_string()),
+        _ => ("405 Method Not Allowed", "method not allowed\n".to_string()),
     };
     let head = format!(
         "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -79,4 +83,15 @@ fn serve(mut stream: TcpStream) -> std::io::Result<()> {
         stream.write_all(body.as_bytes())?;
     }
     stream.flush()
+}
+
+/// Tries a TCP connection to `target` (`addr:port`) for at most two seconds.
+fn dial(target: &str) -> (&'static str, String) {
+    let Ok(addr) = target.parse::<std::net::SocketAddr>() else {
+        return ("400 Bad Request", format!("{target:?} is not addr:port\n"));
+    };
+    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        Ok(_) => ("200 OK", format!("connected to {addr}\n")),
+        Err(e) => ("502 Bad Gateway", format!("cannot reach {addr}: {e}\n")),
+    }
 }

@@ -106,6 +106,7 @@ struct RawRuntime {
     rootfs: Option<Spanned<String>>,
     kernel: Option<Spanned<String>>,
     boot_args: Option<Spanned<String>>,
+    egress: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -229,7 +230,7 @@ impl Validator<'_> {
 
     fn runtime(&self, raw: RawRuntime) -> Result<RuntimeSpec, ManifestError> {
         let kind = *raw.kind.get_ref();
-        let present: [(&str, Option<Range<usize>>); 8] = [
+        let present: [(&str, Option<Range<usize>>); 9] = [
             ("component", raw.component.as_ref().map(Spanned::span)),
             ("artifact", raw.artifact.as_ref().map(Spanned::span)),
             ("image", raw.image.as_ref().map(Spanned::span)),
@@ -238,11 +239,12 @@ impl Validator<'_> {
             ("rootfs", raw.rootfs.as_ref().map(Spanned::span)),
             ("kernel", raw.kernel.as_ref().map(Spanned::span)),
             ("boot_args", raw.boot_args.as_ref().map(Spanned::span)),
+            ("egress", raw.egress.as_ref().map(Spanned::span)),
         ];
         let allowed: &[&str] = match kind {
             RuntimeKind::Wasm => &["component", "artifact"],
             RuntimeKind::Docker => &["image", "command", "network"],
-            RuntimeKind::Firecracker => &["image", "rootfs", "kernel", "boot_args"],
+            RuntimeKind::Firecracker => &["image", "rootfs", "kernel", "boot_args", "egress"],
         };
         for (field, span) in &present {
             if let Some(span) = span
@@ -324,6 +326,7 @@ impl Validator<'_> {
                     rootfs,
                     kernel: kernel.transpose()?,
                     boot_args: raw.boot_args.map(Spanned::into_inner),
+                    egress: raw.egress.is_some_and(Spanned::into_inner),
                 }))
             }
         }

@@ -314,3 +314,22 @@ fn crashloop_threshold_is_set_per_app_and_checked() {
     let back: crate::app::RestartSpec = serde_json::from_value(old.into()).unwrap();
     assert_eq!(back.crashloop_after, 3);
 }
+
+#[test]
+fn egress_is_a_microvm_setting_and_off_by_default() {
+    let vm = "[app]\nname = \"vm\"\n[runtime]\nkind = \"firecracker\"\nimage = \"hello\"\n";
+    let RuntimeSpec::Firecracker(fc) = parse(vm).unwrap().runtime else {
+        panic!("a microVM runtime");
+    };
+    assert!(!fc.egress);
+    let RuntimeSpec::Firecracker(fc) = parse(&format!("{vm}egress = true\n")).unwrap().runtime
+    else {
+        panic!("a microVM runtime");
+    };
+    assert!(fc.egress);
+    let e = err(&format!("{WASM_HEAD}egress = true\n")).to_string();
+    assert!(
+        e.contains("runtime.egress") && e.contains("does not apply"),
+        "{e}"
+    );
+}

@@ -421,7 +421,10 @@ fn prepare(spec: &RunnerSpec, log: &AppLog) -> Result<Prepared, VmAppError> {
         rootfs_read_only: false,
         vcpus: plan::vcpus(spec.manifest.resources.cpus),
         memory_mb: plan::memory_mb(spec.manifest.resources.memory_mb),
-        tap: Some(slot.tap.clone()),
+        tap: Some(tabbify_vm::spec::TapConfig {
+            egress: runtime.egress,
+            ..slot.tap.clone()
+        }),
         boot_args: runtime.boot_args.clone(),
         console_log: run_dir.0.join("console.fifo"),
         run_dir: run_dir.0.clone(),
