@@ -192,13 +192,12 @@ pub async fn run(args: DevArgs) -> Result<()> {
         None => sample_app().await?,
     };
     let manifest = dir.join("hello-wasm.toml");
-    write_file_atomically(
-        &manifest,
-        &format!(
-            "[app]\nname = \"{SAMPLE_APP}\"\n\n[runtime]\nkind = \"wasm\"\ncomponent = \"{}\"\n",
-            component.display()
-        ),
-    )?;
+    let text = format!(
+        "[app]\nname = \"{SAMPLE_APP}\"\n\n[runtime]\nkind = \"wasm\"\ncomponent = \"{}\"\n",
+        component.display()
+    );
+    tabbify_fsutil::atomic_write(&manifest, text.as_bytes(), 0o644)
+        .with_context(|| format!("writing {}", manifest.display()))?;
     let deployed = crate::apps::deploy(
         &client,
         admin.trim(),
@@ -293,12 +292,6 @@ const DEV_TUN: &str = "tbf-dev";
 
 /// The sample app's name.
 const SAMPLE_APP: &str = "hello-wasm";
-
-fn write_file_atomically(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-}
 
 /// `target/wasm/hello-wasm.wasm` of the checkout `tcli` was built in (it runs from
 /// `<repo>/target/<profile>/tcli`), built with `examples/build.sh` when it is not there yet.
