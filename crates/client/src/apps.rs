@@ -2,8 +2,7 @@
 //! node's (follow its assignments, report what runs). See `docs/coordinator-apps-api.md`.
 
 use crate::{ClientError, CoordinatorClient};
-use eventsource_stream::Eventsource;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use reqwest::{Method, StatusCode};
 use tabbify_wire::app::AppName;
 use tabbify_wire::placement::{
@@ -125,28 +124,26 @@ where
     B: AsRef<[u8]>,
     E: std::fmt::Display,
 {
-    bytes.eventsource().filter_map(|item| async move {
-        match item {
-            Err(e) => Some(Err(ClientError::Decode {
-                what: "assignment watch".into(),
-                detail: e.to_string(),
-            })),
-            Ok(ev) if ev.event == SSE_ASSIGNMENTS => Some(
-                serde_json::from_str::<AssignmentSet>(&ev.data).map_err(|e| ClientError::Decode {
-                    what: "assignment watch event".into(),
-                    detail: e.to_string(),
-                }),
-            ),
-            // Other event names come from a newer coordinator: skip them.
-            Ok(_) => None,
-        }
-    })
+    crate::watch::sse_items(bytes, "assignment watch", decode_assignments)
+}
+
+fn decode_assignments(event: &str, data: &str) -> Result<Option<AssignmentSet>, ClientError> {
+    if event != SSE_ASSIGNMENTS {
+        // Other event names come from a newer coordinator: skip them.
+        return Ok(None);
+    }
+    serde_json::from_str(data)
+        .map(Some)
+        .map_err(|e| ClientError::Decode {
+            what: "assignment watch event".into(),
+            detail: e.to_string(),
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_util::stream;
+    use futures_util::{StreamExt, stream};
 
     #[tokio::test]
     async fn parses_assignment_sets_and_skips_other_events() {

@@ -31,10 +31,26 @@ where
     B: AsRef<[u8]>,
     E: std::fmt::Display,
 {
-    bytes.eventsource().filter_map(|item| async move {
+    sse_items(bytes, "watch", decode)
+}
+
+/// The items `decode` makes of a server-sent-events body, for both of the coordinator's
+/// streams. `decode` gets each event's name and data and answers `Ok(None)` for names it does
+/// not know (a newer coordinator's), which are skipped.
+pub(crate) fn sse_items<S, B, E, T>(
+    bytes: S,
+    what: &'static str,
+    decode: fn(&str, &str) -> Result<Option<T>, ClientError>,
+) -> impl Stream<Item = Result<T, ClientError>>
+where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    bytes.eventsource().filter_map(move |item| async move {
         match item {
             Err(e) => Some(Err(ClientError::Decode {
-                what: "watch".into(),
+                what: what.into(),
                 detail: e.to_string(),
             })),
             Ok(ev) => decode(&ev.event, &ev.data).transpose(),
