@@ -21,7 +21,7 @@ use tabbify_client::CoordinatorClient;
 use tabbify_wire::Timestamp;
 use tabbify_wire::app::{AppId, AppName};
 use tabbify_wire::mesh::RegisterResponse;
-use tabbify_wire::node_apps::AppState;
+use tabbify_wire::node_apps::{AppInfo, AppState};
 use tabbify_wire::placement::{Assignment, AssignmentSet, NodeAppsReport, ReplicaReport};
 use tokio::sync::{mpsc, watch};
 
@@ -258,24 +258,25 @@ impl Follower {
         let Some(set) = st.latest.clone() else {
             return;
         };
-        let local = match self.apps.list().await {
-            Ok(list) => list
-                .into_iter()
-                .map(|a| {
-                    (
-                        a.name,
-                        LocalApp {
-                            app_id: a.app_id,
-                            state: a.state,
-                        },
-                    )
-                })
-                .collect::<BTreeMap<_, _>>(),
+        let list = match self.apps.list().await {
+            Ok(list) => list,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list apps; reconciling later");
                 return;
             }
         };
+        let local: BTreeMap<AppName, LocalApp> = list
+            .iter()
+            .map(|a| {
+                (
+                    a.name.clone(),
+                    LocalApp {
+                        app_id: a.app_id.clone(),
+                        state: a.state,
+                    },
+                )
+            })
+            .collect();
         let assigned: BTreeMap<AppName, u64> = set
             .assignments
             .iter()
@@ -310,14 +311,19 @@ impl Follower {
                 }
             }
         }
-        self.report(st, credential).await;
+        // The tasks just started have not changed the app table yet: the list read above is
+        // what the report describes.
+        self.send_report(st, credential, &list).await;
     }
 
     /// Tells the coordinator the state of every assignment-driven app.
     async fn report(&self, st: &LoopState, credential: &str) {
-        let Ok(list) = self.apps.list().await else {
-            return;
-        };
+        if let Ok(list) = self.apps.list().await {
+            self.send_report(st, credential, &list).await;
+        }
+    }
+
+    async fn send_report(&self, st: &LoopState, credential: &str, list: &[AppInfo]) {
         let assigned: BTreeMap<&AppName, &Assignment> = st
             .latest
             .iter()
