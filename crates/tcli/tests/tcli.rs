@@ -240,15 +240,8 @@ fn dev_serves_the_sample_app_and_leaves_nothing_behind() {
 
 /// Command lines of processes that still mention the dev state directory.
 fn leftover_processes(state: &std::path::Path) -> Vec<String> {
-    let needle = state.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            e.file_name().to_str()?.parse::<u32>().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            cmd.contains(&needle).then_some(cmd)
-        })
+    tabbify_testkit::processes_mentioning(&state.display().to_string())
+        .into_iter()
+        .map(|(_, cmd)| cmd)
         .collect()
 }

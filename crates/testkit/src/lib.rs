@@ -8,7 +8,7 @@ pub mod netns;
 pub mod process;
 
 pub use capability::{Capability, require};
-pub use process::{ChildGuard, bin_path, read_ready_line, workspace_root};
+pub use process::{ChildGuard, bin_path, processes_mentioning, read_ready_line, workspace_root};
 
 /// Skips the calling test (returns early) when `cap` is missing, unless `TABBIFY_REQUIRE_ALL=1`,
 /// in which case the test fails with the reason.

@@ -110,3 +110,22 @@ pub fn read_ready_line(stdout: ChildStdout, marker: &str, timeout: Duration) -> 
     rx.recv_timeout(timeout)
         .with_context(|| format!("no line containing {marker:?} on stdout within {timeout:?}"))
 }
+
+/// Processes whose command line (arguments joined by spaces) contains `needle`: pid and command
+/// line. Runners outlive their supervisor on purpose, so tests find them, and what they left,
+/// by the data directory their command line names.
+pub fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = i32::try_from(std::process::id()).unwrap_or(-1);
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            (pid != me && cmd.contains(needle)).then_some((pid, cmd.trim_end().to_string()))
+        })
+        .collect()
+}
