@@ -1,7 +1,7 @@
 //! The coordinator's apps API: the operator's calls (create, list, get, delete an app) and the
 //! node's (follow its assignments, report what runs). See `docs/coordinator-apps-api.md`.
 
-use crate::{ClientError, CoordinatorClient};
+use crate::{ClientError, CoordinatorClient, with_bearer};
 use futures_util::Stream;
 use reqwest::{Method, StatusCode};
 use tabbify_wire::app::AppName;
@@ -64,24 +64,25 @@ impl CoordinatorClient {
         self.send_raw("delete app", r).await.map(drop)
     }
 
-    /// Where the app's running replicas are; `token` is the admin token or a peer credential.
+    /// Where the app's running replicas are; `token` is the admin token, or a peer credential
+    /// without mTLS (with mTLS a node passes `None`: its certificate identifies it).
     pub async fn app_endpoints(
         &self,
-        token: &str,
+        token: Option<&str>,
         name: &AppName,
     ) -> Result<AppEndpoints, ClientError> {
-        let r = self
-            .request(Method::GET, &format!("/v1/apps/{name}/endpoints"))
-            .bearer_auth(token);
-        self.send("get app endpoints", r).await
+        let r = self.request(Method::GET, &format!("/v1/apps/{name}/endpoints"));
+        self.send("get app endpoints", with_bearer(r, token)).await
     }
 
-    /// This node's assignments now.
-    pub async fn assignments(&self, peer_credential: &str) -> Result<AssignmentSet, ClientError> {
-        let r = self
-            .request(Method::GET, "/v1/nodes/self/assignments")
-            .bearer_auth(peer_credential);
-        self.send("get assignments", r).await
+    /// This node's assignments now (`credential`: see [`CoordinatorClient::heartbeat`]).
+    pub async fn assignments(
+        &self,
+        credential: Option<&str>,
+    ) -> Result<AssignmentSet, ClientError> {
+        let r = self.request(Method::GET, "/v1/nodes/self/assignments");
+        self.send("get assignments", with_bearer(r, credential))
+            .await
     }
 
     /// Follows this node's assignments: each item is the complete set as of its revision. The
@@ -89,13 +90,14 @@ impl CoordinatorClient {
     /// connection drops; reconnect with the last revision seen.
     pub async fn watch_assignments(
         &self,
-        peer_credential: &str,
+        credential: Option<&str>,
         since: Option<u64>,
     ) -> Result<impl Stream<Item = Result<AssignmentSet, ClientError>> + use<>, ClientError> {
-        let mut r = self
-            .http
-            .get(format!("{}/v1/nodes/self/assignments/watch", self.base))
-            .bearer_auth(peer_credential);
+        let mut r = with_bearer(
+            self.http()
+                .get(format!("{}/v1/nodes/self/assignments/watch", self.base)),
+            credential,
+        );
         if let Some(rev) = since {
             r = r.query(&[("since", rev)]);
         }
@@ -106,13 +108,12 @@ impl CoordinatorClient {
     /// Reports the state of every assignment-driven app on this node.
     pub async fn report_apps_state(
         &self,
-        peer_credential: &str,
+        credential: Option<&str>,
         report: &NodeAppsReport,
     ) -> Result<NodeAppsReportAck, ClientError> {
-        let r = self
-            .json(Method::POST, "/v1/nodes/self/apps/state", report)
-            .bearer_auth(peer_credential);
-        self.send("report apps state", r).await
+        let r = self.json(Method::POST, "/v1/nodes/self/apps/state", report);
+        self.send("report apps state", with_bearer(r, credential))
+            .await
     }
 }
 

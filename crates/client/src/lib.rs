@@ -6,6 +6,7 @@ mod apps;
 mod watch;
 
 pub use apps::AppChange;
+pub use tabbify_pki::{CaFingerprint, ClientCertSlot, ServerTrust};
 pub use watch::WatchMessage;
 
 use futures_util::Stream;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use tabbify_wire::health::CoordinatorHealth;
 use tabbify_wire::mesh::{
     HeartbeatRequest, HeartbeatResponse, Peer, PeerList, RegisterRequest, RegisterResponse,
+    RenewCertificateRequest, RenewCertificateResponse,
 };
 use tabbify_wire::token::{CreateJoinTokenRequest, CreatedJoinToken, JoinTokenList};
 use tabbify_wire::{ErrorBody, ErrorCode, Tag};
@@ -24,12 +26,16 @@ use tabbify_wire::{ErrorBody, ErrorCode, Tag};
 pub enum ClientError {
     #[error("coordinator URL {0:?} is not valid: use http://host:port or https://host:port")]
     BadUrl(String),
-    #[error("cannot reach the coordinator at {url}: {source}")]
+    #[error("cannot reach the coordinator at {url}: {detail}")]
     Transport {
         url: String,
+        /// The whole cause chain on one line (a refused certificate says why only deep down).
+        detail: String,
         #[source]
         source: reqwest::Error,
     },
+    #[error("cannot set up TLS for {url}: {detail}")]
+    Tls { url: String, detail: String },
     #[error("coordinator refused {what} ({status}): {body}")]
     Api {
         what: String,
@@ -62,39 +68,113 @@ impl ClientError {
         match self {
             ClientError::Transport { .. } | ClientError::Decode { .. } => true,
             ClientError::Api { status, .. } => *status >= 500 || *status == 429,
-            ClientError::BadUrl(_) => false,
+            ClientError::BadUrl(_) | ClientError::Tls { .. } => false,
         }
     }
 }
 
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// A handle on one coordinator. Cheap to clone.
+/// How to talk TLS to a coordinator (or an appsrv): how to trust it, and the node's client
+/// certificate if it has one.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub trust: ServerTrust,
+    pub identity: Option<std::sync::Arc<ClientCertSlot>>,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            trust: ServerTrust::System,
+            identity: None,
+        }
+    }
+}
+
+/// `err` and every cause under it, `: `-separated.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+/// An HTTP client with `tls` (used for `https://` URLs only).
+pub fn http_client(url: &str, tls: &TlsSettings) -> Result<reqwest::Client, ClientError> {
+    let config =
+        tabbify_pki::tls::client_config(&tls.trust, tls.identity.clone()).map_err(|e| {
+            ClientError::Tls {
+                url: url.into(),
+                detail: e.to_string(),
+            }
+        })?;
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .use_preconfigured_tls(config)
+        .build()
+        .map_err(|e| ClientError::Tls {
+            url: url.into(),
+            detail: error_chain(&e),
+        })
+}
+
+/// A handle on one coordinator. Cheap to clone; clones share the connection pool.
 #[derive(Debug, Clone)]
 pub struct CoordinatorClient {
     base: String,
-    http: reqwest::Client,
+    tls: TlsSettings,
+    /// Swapped by [`CoordinatorClient::reset_connections`].
+    http: std::sync::Arc<std::sync::RwLock<reqwest::Client>>,
 }
 
 impl CoordinatorClient {
-    /// `base` is `http://host:port` (a trailing slash is fine).
+    /// `base` is `http://host:port` or `https://host:port` (a trailing slash is fine); an
+    /// `https` coordinator is trusted by the public web PKI roots.
     pub fn new(base: &str) -> Result<Self, ClientError> {
+        Self::with_tls(base, &TlsSettings::default())
+    }
+
+    /// Like [`CoordinatorClient::new`], trusting the server and presenting a client
+    /// certificate as `tls` says.
+    pub fn with_tls(base: &str, tls: &TlsSettings) -> Result<Self, ClientError> {
         let trimmed = base.trim().trim_end_matches('/');
         let parsed = reqwest::Url::parse(trimmed).map_err(|_| ClientError::BadUrl(base.into()))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
             return Err(ClientError::BadUrl(base.into()));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| ClientError::Transport {
-                url: base.into(),
-                source: e,
-            })?;
+        let http = http_client(trimmed, tls)?;
         Ok(Self {
             base: trimmed.to_string(),
-            http,
+            tls: tls.clone(),
+            http: std::sync::Arc::new(std::sync::RwLock::new(http)),
         })
+    }
+
+    pub(crate) fn http(&self) -> reqwest::Client {
+        match self.http.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Drops pooled connections: later requests open new ones, presenting the client
+    /// certificate as it is now (call after a certificate was issued or renewed). Open streams
+    /// keep their connections.
+    pub fn reset_connections(&self) -> Result<(), ClientError> {
+        let fresh = http_client(&self.base, &self.tls)?;
+        match self.http.write() {
+            Ok(mut c) => *c = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
     }
 
     pub fn base_url(&self) -> &str {
@@ -102,7 +182,7 @@ impl CoordinatorClient {
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
+        self.http()
             .request(method, format!("{}{}", self.base, path))
             .timeout(Duration::from_secs(30))
     }
@@ -137,6 +217,7 @@ impl CoordinatorClient {
     fn transport(&self, source: reqwest::Error) -> ClientError {
         ClientError::Transport {
             url: self.base.clone(),
+            detail: error_chain(&source),
             source,
         }
     }
@@ -164,31 +245,62 @@ impl CoordinatorClient {
         self.send("register", r).await
     }
 
+    /// `credential`: the peer credential, with a coordinator that runs `--insecure-no-mtls`;
+    /// otherwise `None`, and the client certificate identifies the node.
     pub async fn heartbeat(
         &self,
-        peer_credential: &str,
+        credential: Option<&str>,
         req: &HeartbeatRequest,
     ) -> Result<HeartbeatResponse, ClientError> {
         // Short: a heartbeat stuck on a dead connection (say, our address just changed) must
         // fail fast so the next one goes out on a fresh connection.
         let r = self
             .json(Method::POST, "/v1/mesh/heartbeat", req)
-            .bearer_auth(peer_credential)
             .timeout(HEARTBEAT_TIMEOUT);
-        self.send("heartbeat", r).await
+        self.send("heartbeat", with_bearer(r, credential)).await
     }
 
-    pub async fn peers(&self, tag: Option<&Tag>) -> Result<PeerList, ClientError> {
+    /// Renews the node's client certificate (mTLS: the current one authenticates the call).
+    pub async fn renew_certificate(
+        &self,
+        req: &RenewCertificateRequest,
+    ) -> Result<RenewCertificateResponse, ClientError> {
+        let r = self.json(Method::POST, "/v1/mesh/certificate", req);
+        self.send("renew certificate", r).await
+    }
+
+    /// Revokes every certificate of a peer (admin).
+    pub async fn revoke_certificates(
+        &self,
+        admin_token: &str,
+        peer_id: &str,
+    ) -> Result<(), ClientError> {
+        let r = self
+            .request(
+                Method::POST,
+                &format!("/v1/mesh/peers/{peer_id}/revoke-certificates"),
+            )
+            .bearer_auth(admin_token);
+        self.send_raw("revoke certificates", r).await.map(drop)
+    }
+
+    /// The roster. `token`: the admin token, or (without mTLS) a peer credential; a node with
+    /// mTLS passes `None`.
+    pub async fn peers(
+        &self,
+        token: Option<&str>,
+        tag: Option<&Tag>,
+    ) -> Result<PeerList, ClientError> {
         let mut r = self.request(Method::GET, "/v1/mesh/peers");
         if let Some(t) = tag {
             r = r.query(&[("tag", t.as_str())]);
         }
-        self.send("list peers", r).await
+        self.send("list peers", with_bearer(r, token)).await
     }
 
-    pub async fn peer(&self, peer_id: &str) -> Result<Peer, ClientError> {
+    pub async fn peer(&self, token: Option<&str>, peer_id: &str) -> Result<Peer, ClientError> {
         let r = self.request(Method::GET, &format!("/v1/mesh/peers/{peer_id}"));
-        self.send("get peer", r).await
+        self.send("get peer", with_bearer(r, token)).await
     }
 
     /// Removes a peer from the roster (admin).
@@ -228,14 +340,26 @@ impl CoordinatorClient {
     /// the caller reconnects with the last revision it saw.
     pub async fn watch(
         &self,
+        token: Option<&str>,
         since: Option<u64>,
     ) -> Result<impl Stream<Item = Result<WatchMessage, ClientError>> + use<>, ClientError> {
-        let mut r = self.http.get(format!("{}/v1/mesh/watch", self.base));
+        let mut r = with_bearer(
+            self.http().get(format!("{}/v1/mesh/watch", self.base)),
+            token,
+        );
         if let Some(rev) = since {
             r = r.query(&[("since", rev)]);
         }
         let resp = self.send_raw("watch", r).await?;
         Ok(watch::parse_stream(resp.bytes_stream()))
+    }
+}
+
+/// Adds `Authorization: Bearer` when there is something to send.
+pub(crate) fn with_bearer(r: RequestBuilder, token: Option<&str>) -> RequestBuilder {
+    match token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
     }
 }
 
@@ -277,6 +401,7 @@ pub async fn get_json<T: DeserializeOwned>(url: &str) -> Result<T, ClientError> 
         .await
         .map_err(|source| ClientError::Transport {
             url: url.into(),
+            detail: error_chain(&source),
             source,
         })?;
     let status = resp.status();
@@ -285,6 +410,7 @@ pub async fn get_json<T: DeserializeOwned>(url: &str) -> Result<T, ClientError> 
         .await
         .map_err(|source| ClientError::Transport {
             url: url.into(),
+            detail: error_chain(&source),
             source,
         })?;
     if !status.is_success() {

@@ -33,9 +33,33 @@ pub struct CoordinatorArgs {
     )]
     pub data_dir: PathBuf,
 
-    /// Serve plain HTTP on a non-loopback address (TLS/mTLS is not implemented yet). Labs only.
+    /// Serve plain HTTP and authenticate nodes by bearer peer credentials instead of TLS and
+    /// client certificates. Anyone on the path reads join tokens and credentials. Labs only.
     #[arg(long, env = "TABBIFY_COORDINATOR_INSECURE_NO_MTLS", value_parser = BoolishValueParser::new())]
     pub insecure_no_mtls: bool,
+
+    /// Serve this certificate (PEM chain) instead of one from the mesh CA, e.g. a public one;
+    /// nodes then verify it with the system roots. Needs --tls-key.
+    #[arg(long, env = "TABBIFY_COORDINATOR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "TABBIFY_COORDINATOR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Another name or address for the coordinator's certificate (repeatable); localhost, the
+    /// host name and the addresses it listens on are always in it.
+    #[arg(
+        long = "tls-san",
+        env = "TABBIFY_COORDINATOR_TLS_SAN",
+        value_delimiter = ','
+    )]
+    pub tls_sans: Vec<String>,
+
+    /// How long a node certificate is valid; nodes renew at half of it (e.g. 24h, 10m).
+    #[arg(long, env = "TABBIFY_COORDINATOR_NODE_CERT_TTL", default_value = "24h",
+          value_parser = humantime::parse_duration)]
+    pub node_cert_ttl: Duration,
 
     /// Let nodes join without a join token. Anyone who can reach the port can join the mesh.
     #[arg(long, env = "TABBIFY_COORDINATOR_OPEN_JOIN", value_parser = BoolishValueParser::new())]
@@ -84,13 +108,22 @@ pub struct CoordinatorArgs {
     pub event_log_capacity: u64,
 }
 
+/// How the coordinator serves TLS (absent with `--insecure-no-mtls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// An operator's certificate and key instead of one from the mesh CA.
+    pub operator_cert: Option<(PathBuf, PathBuf)>,
+    pub extra_sans: Vec<String>,
+    pub node_cert_ttl: Duration,
+}
+
 /// A configuration that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoordinatorConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub open_join: bool,
-    pub insecure_no_mtls: bool,
+    pub tls: Option<TlsConfig>,
     pub liveness: LivenessPolicy,
     pub event_log_capacity: u64,
     pub node_lost_grace: Duration,
@@ -100,12 +133,10 @@ pub struct CoordinatorConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error(
-        "refusing to serve plain HTTP on {0}, which is not a loopback address: TLS/mTLS is not \
-         implemented yet. Listen on 127.0.0.1 / [::1], or pass --insecure-no-mtls to accept \
-         unauthenticated, unencrypted traffic (labs only)"
-    )]
-    PlainHttpOnPublicAddress(SocketAddr),
+    #[error("--node-cert-ttl must be between 2s and 365d, got {0}")]
+    NodeCertTtl(String),
+    #[error("--tls-cert/--tls-key cannot be used with --insecure-no-mtls")]
+    TlsWithInsecure,
     #[error("--heartbeat-interval must be between 10ms and 1h, got {0}")]
     HeartbeatInterval(String),
     #[error("--offline-after-missed must be at least 1")]
@@ -120,9 +151,21 @@ pub enum ConfigError {
 
 impl CoordinatorArgs {
     pub fn into_config(self) -> Result<CoordinatorConfig, ConfigError> {
-        if !self.listen.ip().is_loopback() && !self.insecure_no_mtls {
-            return Err(ConfigError::PlainHttpOnPublicAddress(self.listen));
+        if self.insecure_no_mtls && self.tls_cert.is_some() {
+            return Err(ConfigError::TlsWithInsecure);
         }
+        if self.node_cert_ttl < Duration::from_secs(2)
+            || self.node_cert_ttl > Duration::from_secs(365 * 24 * 3600)
+        {
+            return Err(ConfigError::NodeCertTtl(
+                humantime::format_duration(self.node_cert_ttl).to_string(),
+            ));
+        }
+        let tls = (!self.insecure_no_mtls).then(|| TlsConfig {
+            operator_cert: self.tls_cert.clone().zip(self.tls_key.clone()),
+            extra_sans: self.tls_sans.clone(),
+            node_cert_ttl: self.node_cert_ttl,
+        });
         if self.heartbeat_interval < Duration::from_millis(10)
             || self.heartbeat_interval > Duration::from_secs(3600)
         {
@@ -158,7 +201,7 @@ impl CoordinatorArgs {
             listen: self.listen,
             data_dir: self.data_dir,
             open_join: self.open_join,
-            insecure_no_mtls: self.insecure_no_mtls,
+            tls,
             liveness,
             event_log_capacity: self.event_log_capacity,
             node_lost_grace: self.node_lost_grace,
@@ -192,13 +235,43 @@ mod tests {
     }
 
     #[test]
-    fn defaults_need_the_insecure_flag() {
-        let err = parse(&[]).unwrap_err();
+    fn tls_is_the_default_and_plain_http_needs_the_insecure_flag() {
+        let cfg = parse(&[]).unwrap();
+        let tls = cfg.tls.clone().unwrap();
+        assert_eq!(tls.node_cert_ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(tls.operator_cert, None);
+        let plain = parse(&["--insecure-no-mtls"]).unwrap();
+        assert_eq!(plain.tls, None);
         assert_eq!(
-            err,
-            ConfigError::PlainHttpOnPublicAddress("[::]:8888".parse().unwrap())
+            parse(&["--insecure-no-mtls", "--tls-cert", "a", "--tls-key", "b"]),
+            Err(ConfigError::TlsWithInsecure)
         );
-        assert!(err.to_string().contains("--insecure-no-mtls"));
+        assert!(matches!(
+            parse(&["--node-cert-ttl", "1s"]),
+            Err(ConfigError::NodeCertTtl(_))
+        ));
+        let own = parse(&[
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-san",
+            "a.example,10.0.0.1",
+        ])
+        .unwrap();
+        let tls = own.tls.unwrap();
+        assert_eq!(
+            tls.operator_cert,
+            Some((PathBuf::from("c.pem"), PathBuf::from("k.pem")))
+        );
+        assert_eq!(
+            tls.extra_sans,
+            vec!["a.example".to_string(), "10.0.0.1".to_string()]
+        );
+        assert!(
+            CoordinatorArgs::try_parse_from(["x", "--tls-cert", "c.pem"]).is_err(),
+            "a certificate without its key is refused"
+        );
         let cfg = parse(&["--insecure-no-mtls"]).unwrap();
         assert_eq!(cfg.listen.port(), 8888);
         assert_eq!(cfg.data_dir, PathBuf::from("/var/lib/tabbify-coordinator"));
@@ -231,7 +304,7 @@ mod tests {
     fn flags_parse_from_the_command_line() {
         use clap::builder::TypedValueParser;
         let cfg = parse(&["--listen", "0.0.0.0:1", "--insecure-no-mtls", "--open-join"]).unwrap();
-        assert!(cfg.open_join && cfg.insecure_no_mtls);
+        assert!(cfg.open_join && cfg.tls.is_none());
         // Environment values like 1/yes/true are covered by clap's boolish parser.
         assert!(
             BoolishValueParser::new()
@@ -241,12 +314,10 @@ mod tests {
     }
 
     #[test]
-    fn loopback_is_always_allowed() {
-        for listen in ["127.0.0.1:0", "[::1]:9000", "127.0.0.2:1"] {
+    fn any_address_is_allowed_with_tls() {
+        for listen in ["127.0.0.1:0", "[::1]:9000", "0.0.0.0:1", "10.0.0.1:1"] {
             assert!(parse(&["--listen", listen]).is_ok(), "{listen}");
         }
-        assert!(parse(&["--listen", "0.0.0.0:1"]).is_err());
-        assert!(parse(&["--listen", "10.0.0.1:1"]).is_err());
     }
 
     #[test]

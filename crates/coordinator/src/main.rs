@@ -30,13 +30,9 @@ fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
         let server = Server::start(config).await?;
         // The one line on stdout: tests and scripts wait for it.
         let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "tabbify-coordinator listening on http://{}",
-            server.local_addr()
-        )
-        .and_then(|()| out.flush())
-        .context("cannot write the ready line to stdout")?;
+        writeln!(out, "tabbify-coordinator listening on {}", server.url())
+            .and_then(|()| out.flush())
+            .context("cannot write the ready line to stdout")?;
         drop(out);
         server
             .serve(shutdown_signal())

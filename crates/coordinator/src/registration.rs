@@ -113,6 +113,8 @@ pub struct KnownPeer<'a> {
     pub peer_id: &'a str,
     pub credential_hash: &'a SecretHash,
     pub allowed_tags: Option<&'a [Tag]>,
+    /// The request came with this peer's node certificate (checked by the caller).
+    pub proven_by_certificate: bool,
 }
 
 /// The join token as presented in `Authorization`, with the record its id names.
@@ -141,7 +143,7 @@ pub enum Admission {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdmissionError {
     #[error(
-        "public key already registered; prove ownership with the peer credential returned by its first registration"
+        "public key already registered; prove ownership with the node certificate (or, with --insecure-no-mtls, the peer credential) its first registration returned"
     )]
     NotOwner,
     #[error("{0}")]
@@ -166,7 +168,7 @@ pub fn admit(
     now: Timestamp,
 ) -> Result<Admission, AdmissionError> {
     if let Some(known) = known {
-        if !credential_matches(known, credential) {
+        if !known.proven_by_certificate && !credential_matches(known, credential) {
             return Err(AdmissionError::NotOwner);
         }
         if let Some(allowed) = known.allowed_tags {
@@ -291,6 +293,7 @@ mod tests {
             version: "0.1.0".into(),
             peer_credential: None,
             resources: None,
+            csr: None,
         }
     }
 
@@ -391,6 +394,7 @@ mod tests {
             peer_id: "ab01",
             credential_hash: &hash,
             allowed_tags: None,
+            proven_by_certificate: false,
         };
         let good = tokens::format_peer_credential("ab01", secret);
         let other_peer = tokens::format_peer_credential("ab02", secret);
@@ -427,6 +431,7 @@ mod tests {
             peer_id: "ab01",
             credential_hash: &hash,
             allowed_tags: None,
+            proven_by_certificate: false,
         };
         let rec = JoinTokenRecord {
             id: "ab".into(),
@@ -484,6 +489,7 @@ mod tests {
             peer_id: "ab01",
             credential_hash: &hash,
             allowed_tags: Some(&allowed),
+            proven_by_certificate: false,
         };
         let cred = tokens::format_peer_credential("ab01", "s");
         let err = admit(

@@ -1,12 +1,13 @@
-//! Bringing the coordinator up and down: data dir, admin token, store, listener, the liveness
-//! and placement tasks, and a graceful shutdown with a bounded drain.
+//! Bringing the coordinator up and down: data dir, admin token, mesh CA and server certificate,
+//! store, listener, the liveness and placement tasks, and a graceful shutdown with a bounded
+//! drain.
 
 use crate::admin_token::{self, AdminTokenError};
 use crate::api;
-use crate::config::CoordinatorConfig;
-use crate::service::{Service, Settings};
+use crate::config::{CoordinatorConfig, TlsConfig};
+use crate::service::{MeshTls, Service, Settings};
 use crate::store::{DB_FILE, Store, StoreError};
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +36,92 @@ pub enum StartError {
     },
     #[error("startup task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Ca(#[from] tabbify_pki::CaError),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// How long the coordinator's own certificate from the mesh CA is valid (a new one is issued at
+/// every start).
+const SERVER_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The names and addresses the coordinator's certificate covers: loopback, the host name, the
+/// address it listens on (every local address when it listens on all), and `--tls-san`.
+fn certificate_names(listen: SocketAddr, extra: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    if let Ok(host) = nix::unistd::gethostname()
+        && let Some(host) = host.to_str()
+        && !host.is_empty()
+    {
+        names.push(host.to_string());
+    }
+    if listen.ip().is_unspecified() {
+        if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+            for ifa in addrs {
+                let Some(addr) = ifa.address else { continue };
+                if let Some(v4) = addr.as_sockaddr_in() {
+                    names.push(v4.ip().to_string());
+                } else if let Some(v6) = addr.as_sockaddr_in6() {
+                    let ip = v6.ip();
+                    // Link-local addresses need a zone, which no URL the nodes use carries.
+                    if (ip.segments()[0] & 0xffc0) != 0xfe80 {
+                        names.push(ip.to_string());
+                    }
+                }
+            }
+        }
+    } else {
+        names.push(listen.ip().to_canonical().to_string());
+    }
+    names.extend(
+        extra
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()),
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    names
+}
+
+/// The CA, the server config, and whether join tokens pin the CA (not when an operator's own
+/// certificate is served: nodes then trust it by the system roots).
+fn tls_setup(
+    data_dir: &std::path::Path,
+    listen: SocketAddr,
+    tls: &TlsConfig,
+) -> Result<(MeshTls, Arc<rustls::ServerConfig>), StartError> {
+    let ca = Arc::new(tabbify_pki::MeshCa::load_or_create(data_dir)?);
+    let (chain, key, pinned) = match &tls.operator_cert {
+        Some((cert_path, key_path)) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p)
+                    .map_err(|e| StartError::Tls(format!("reading {}: {e}", p.display())))
+            };
+            let chain =
+                tabbify_pki::pem::certificates(&read(cert_path)?, &cert_path.display().to_string())
+                    .map_err(|e| StartError::Tls(e.to_string()))?;
+            let key =
+                tabbify_pki::pem::private_key(&read(key_path)?, &key_path.display().to_string())
+                    .map_err(|e| StartError::Tls(e.to_string()))?;
+            (chain, key, false)
+        }
+        None => {
+            let names = certificate_names(listen, &tls.extra_sans);
+            tracing::info!(names = %names.join(","), "issued the coordinator's certificate from the mesh CA");
+            let (chain, key) = ca.issue_server(&names, SERVER_CERT_VALIDITY)?;
+            (chain, key, true)
+        }
+    };
+    let config = tabbify_pki::tls::server_config(chain, key, ca.cert_der())
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    let mesh = MeshTls {
+        token_pin: pinned.then(|| ca.fingerprint()),
+        ca,
+        node_cert_ttl: tls.node_cert_ttl,
+    };
+    Ok((mesh, Arc::new(config)))
 }
 
 /// A coordinator with its state loaded and its port bound, ready to serve.
@@ -42,20 +129,31 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     service: Arc<Service>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Server {
     pub async fn start(config: CoordinatorConfig) -> Result<Self, StartError> {
         let data_dir = config.data_dir.clone();
-        let (store, admin_token) = tokio::task::spawn_blocking(move || {
+        let tls_config = config.tls.clone();
+        let listen = config.listen;
+        let (store, admin_token, tls) = tokio::task::spawn_blocking(move || {
             admin_token::ensure_data_dir(&data_dir)?;
             let admin_token = admin_token::load_or_create(&data_dir)?;
+            let tls = match &tls_config {
+                Some(t) => Some(tls_setup(&data_dir, listen, t)?),
+                None => None,
+            };
             let path = data_dir.join(DB_FILE);
             let store = Store::open(&path).map_err(|source| StartError::Store { path, source })?;
-            Ok::<_, StartError>((store, admin_token))
+            Ok::<_, StartError>((store, admin_token, tls))
         })
         .await
         .map_err(|e| StartError::Task(e.to_string()))??;
+        let (mtls, server_tls) = match tls {
+            Some((m, c)) => (Some(m), Some(c)),
+            None => (None, None),
+        };
 
         let settings = Settings {
             open_join: config.open_join,
@@ -65,6 +163,7 @@ impl Server {
             serving_since: Timestamp::now(),
             node_lost_grace: config.node_lost_grace,
             default_appsrv: config.appsrv.clone(),
+            mtls,
         };
         let service = Arc::new(
             Service::new(store, &admin_token, settings)
@@ -90,10 +189,16 @@ impl Server {
                 "--open-join: ANY machine that reaches {local_addr} can join the mesh without a join token"
             );
         }
-        if !local_addr.ip().is_loopback() {
-            tracing::warn!(
-                "--insecure-no-mtls: serving plain, unauthenticated HTTP on {local_addr}"
-            );
+        match &service.settings.mtls {
+            None => tracing::warn!(
+                "--insecure-no-mtls: serving plain HTTP on {local_addr}; join tokens and peer credentials cross the network in clear text"
+            ),
+            Some(m) => tracing::info!(
+                ca_fingerprint = %m.ca.fingerprint(),
+                tokens_pin_the_ca = m.token_pin.is_some(),
+                node_cert_ttl = ?m.node_cert_ttl,
+                "serving TLS; nodes authenticate with client certificates"
+            ),
         }
         tracing::info!(
             listen = %local_addr,
@@ -108,11 +213,18 @@ impl Server {
             listener,
             local_addr,
             service,
+            tls: server_tls,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// `https://ADDR` (or `http://` with `--insecure-no-mtls`).
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
     }
 
     pub fn service(&self) -> Arc<Service> {
@@ -128,29 +240,20 @@ impl Server {
         let liveness = tokio::spawn(liveness_loop(Arc::clone(&svc)));
         let placement = tokio::spawn(placement_loop(Arc::clone(&svc)));
         let cancel = svc.shutdown.clone();
-        let signal = async move {
+        tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections, closing watch streams");
             cancel.cancel();
-        };
-        let app = api::router(Arc::clone(&svc)).into_make_service_with_connect_info::<SocketAddr>();
-        let serving = axum::serve(self.listener, app)
-            .with_graceful_shutdown(signal)
-            .into_future();
-        let drain_deadline = {
-            let cancel = svc.shutdown.clone();
-            async move {
-                cancel.cancelled().await;
-                tokio::time::sleep(DRAIN_TIMEOUT).await;
-            }
-        };
-        let result = tokio::select! {
-            r = serving => r,
-            _ = drain_deadline => {
-                tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
-                Ok(())
-            }
-        };
+        });
+        let app = api::router(Arc::clone(&svc));
+        crate::listener::serve(
+            self.listener,
+            self.tls,
+            app,
+            svc.shutdown.clone(),
+            DRAIN_TIMEOUT,
+        )
+        .await;
         svc.shutdown.cancel();
         liveness.abort();
         placement.abort();
@@ -158,7 +261,7 @@ impl Server {
             tracing::warn!(error = %e, "final checkpoint failed");
         }
         tracing::info!("stopped");
-        result
+        Ok(())
     }
 }
 

@@ -41,6 +41,18 @@ pub struct Settings {
     pub node_lost_grace: Duration,
     /// Where nodes fetch artifacts when a request names no appsrv (`--appsrv`).
     pub default_appsrv: Option<String>,
+    /// The mesh CA and node certificate lifetime; `None` with `--insecure-no-mtls`.
+    pub mtls: Option<MeshTls>,
+}
+
+/// What mTLS needs at request time.
+#[derive(Debug, Clone)]
+pub struct MeshTls {
+    pub ca: std::sync::Arc<tabbify_pki::MeshCa>,
+    pub node_cert_ttl: Duration,
+    /// Join tokens carry this after their secret, so nodes trust the coordinator by it. `None`
+    /// when the coordinator serves an operator's certificate (nodes use the system roots).
+    pub token_pin: Option<tabbify_pki::CaFingerprint>,
 }
 
 impl Settings {
@@ -63,6 +75,7 @@ pub struct Service {
     jobs: mpsc::Sender<Job>,
     events: broadcast::Sender<RosterEvent>,
     apps_revision: watch::Receiver<u64>,
+    auth_generation: watch::Receiver<u64>,
     admin_hash: SecretHash,
     pub settings: Settings,
     pub metrics: Metrics,
@@ -86,15 +99,17 @@ impl Service {
         let (events, _) = broadcast::channel(capacity.max(1));
         let (jobs, queue) = mpsc::channel(JOB_QUEUE);
         let (apps_tx, apps_revision) = watch::channel(store.apps_revision());
+        let (auth_tx, auth_generation) = watch::channel(store.auth_generation());
         let broadcaster = events.clone();
         std::thread::Builder::new()
             .name("tabbify-store".into())
-            .spawn(move || own_store(store, queue, broadcaster, apps_tx))
+            .spawn(move || own_store(store, queue, broadcaster, apps_tx, auth_tx))
             .map_err(|e| ServiceError::Task(format!("cannot start the store thread: {e}")))?;
         Ok(Self {
             jobs,
             events,
             apps_revision,
+            auth_generation,
             admin_hash: tokens::hash_secret(admin_token),
             settings,
             metrics: Metrics::new(),
@@ -116,6 +131,17 @@ impl Service {
     /// assignment set.
     pub fn watch_apps(&self) -> watch::Receiver<u64> {
         self.apps_revision.clone()
+    }
+
+    /// Follows the store's auth generation: it changes whenever a peer leaves the roster or
+    /// loses its certificates, so a stream can re-check the identity it serves.
+    pub fn watch_auth(&self) -> watch::Receiver<u64> {
+        self.auth_generation.clone()
+    }
+
+    /// True when nodes authenticate with certificates (the default).
+    pub fn mtls(&self) -> bool {
+        self.settings.mtls.is_some()
     }
 
     /// Runs `f` on the store thread.
@@ -210,18 +236,23 @@ fn own_store(
     mut queue: mpsc::Receiver<Job>,
     broadcaster: broadcast::Sender<RosterEvent>,
     apps_revision: watch::Sender<u64>,
+    auth_generation: watch::Sender<u64>,
 ) {
     while let Some(job) = queue.blocking_recv() {
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut store, &broadcaster)));
         if ran.is_err() {
             tracing::error!("a store job panicked; continuing with the next one");
         }
-        let rev = store.apps_revision();
-        apps_revision.send_if_modified(|seen| {
-            let changed = *seen != rev;
-            *seen = rev;
-            changed
-        });
+        for (channel, value) in [
+            (&apps_revision, store.apps_revision()),
+            (&auth_generation, store.auth_generation()),
+        ] {
+            channel.send_if_modified(|seen| {
+                let changed = *seen != value;
+                *seen = value;
+                changed
+            });
+        }
     }
     tracing::debug!("store thread finished");
 }
@@ -243,6 +274,7 @@ mod tests {
             serving_since: Timestamp(0),
             node_lost_grace: Duration::from_secs(30),
             default_appsrv: None,
+            mtls: None,
         }
     }
 

@@ -197,6 +197,7 @@ mod tests {
             serving_since: Timestamp::now(),
             node_lost_grace: Duration::from_secs(30),
             default_appsrv: None,
+            mtls: None,
         };
         let svc =
             Service::with_broadcast_capacity(store, "tbfa_test", settings, broadcast_capacity)
@@ -221,10 +222,13 @@ mod tests {
                 version: "1".into(),
                 peer_credential: None,
                 resources: None,
+                csr: None,
             },
             join_token: Some(f.token.clone()),
             open_join: false,
             alloc_start: 1,
+            proof: None,
+            certificate: None,
         };
         f.svc
             .write(move |s, sink| {

@@ -59,7 +59,7 @@ async fn join(c: &Coordinator, token: &str, name: &str, tags: &[&str]) -> Node {
 async fn heartbeat(c: &Coordinator, n: &Node) -> StatusCode {
     c.http
         .post(c.url("/v1/mesh/heartbeat"))
-        .bearer_auth(&n.reg.peer_credential)
+        .bearer_auth(n.reg.peer_credential.as_deref().unwrap())
         .json(&serde_json::json!({ "resources": FREE }))
         .send()
         .await
@@ -156,7 +156,7 @@ async fn open_watch(
 ) -> SseReader {
     let mut req = reqwest::Client::new()
         .get(c.url("/v1/nodes/self/assignments/watch"))
-        .bearer_auth(&n.reg.peer_credential);
+        .bearer_auth(n.reg.peer_credential.as_deref().unwrap());
     if let Some(rev) = since {
         req = req.query(&[("since", rev)]);
     }
@@ -247,7 +247,10 @@ async fn create_update_version_and_delete() {
     let list = api.apps(&c.admin).await.unwrap();
     assert_eq!(list.apps.len(), 1);
     assert_eq!(list.revision, rev_before + 3, "one revision per change");
-    let set = api.assignments(&n1.reg.peer_credential).await.unwrap();
+    let set = api
+        .assignments(n1.reg.peer_credential.as_deref())
+        .await
+        .unwrap();
     assert_eq!(set.assignments.len(), 1);
     assert_eq!(set.assignments[0].version, 3);
     assert_eq!(set.assignments[0].manifest, v3.manifest);
@@ -262,7 +265,10 @@ async fn create_update_version_and_delete() {
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(404));
-    let set = api.assignments(&n1.reg.peer_credential).await.unwrap();
+    let set = api
+        .assignments(n1.reg.peer_credential.as_deref())
+        .await
+        .unwrap();
     assert!(set.assignments.is_empty());
     assert_eq!(set.revision, list.revision + 1);
 
@@ -485,10 +491,16 @@ async fn replicas_spread_runtimes_match_and_pending_says_why() {
     let apps_of = |set: AssignmentSet| -> Vec<String> {
         set.assignments.iter().map(|a| a.app.to_string()).collect()
     };
-    let s2 = api.assignments(&n2.reg.peer_credential).await.unwrap();
+    let s2 = api
+        .assignments(n2.reg.peer_credential.as_deref())
+        .await
+        .unwrap();
     assert_eq!(apps_of(s2.clone()), vec!["box", "web", "wide"]);
     assert_eq!(s2.get(&app_name("web")).unwrap().replica, 1);
-    let s3 = api.assignments(&n3.reg.peer_credential).await.unwrap();
+    let s3 = api
+        .assignments(n3.reg.peer_credential.as_deref())
+        .await
+        .unwrap();
     assert_eq!(apps_of(s3), vec!["wide"]);
 
     // A node with the missing runtime joins: the pending replica lands on it at once.
@@ -573,9 +585,15 @@ async fn a_lost_nodes_replica_moves_after_the_grace_and_the_node_gets_an_empty_s
         roster.online.then_some(())
     })
     .await;
-    let s1 = api.assignments(&n1.reg.peer_credential).await.unwrap();
+    let s1 = api
+        .assignments(n1.reg.peer_credential.as_deref())
+        .await
+        .unwrap();
     assert!(s1.assignments.is_empty());
-    let s2 = api.assignments(&n2.reg.peer_credential).await.unwrap();
+    let s2 = api
+        .assignments(n2.reg.peer_credential.as_deref())
+        .await
+        .unwrap();
     assert_eq!(s2.assignments.len(), 1);
     assert_eq!(
         s1.revision, s2.revision,
@@ -662,7 +680,7 @@ async fn the_assignment_stream_sends_full_sets_and_resumes() {
     // The client's parser reads the same stream.
     use futures_util::StreamExt;
     let mut stream = Box::pin(
-        api.watch_assignments(&n1.reg.peer_credential, Some(s3.revision))
+        api.watch_assignments(n1.reg.peer_credential.as_deref(), Some(s3.revision))
             .await
             .unwrap(),
     );
@@ -682,14 +700,14 @@ async fn the_assignment_stream_sends_full_sets_and_resumes() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let err = api
-        .assignments(&format!("tbfp_{}_wrongsecret", n1.reg.peer_id))
+        .assignments(Some(&format!("tbfp_{}_wrongsecret", n1.reg.peer_id)))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::UnknownPeer));
     let resp = c
         .http
         .get(c.url("/v1/nodes/self/assignments/watch?since=x"))
-        .bearer_auth(&n1.reg.peer_credential)
+        .bearer_auth(n1.reg.peer_credential.as_deref().unwrap())
         .send()
         .await
         .unwrap();
@@ -742,7 +760,7 @@ async fn reports_show_in_the_app_and_endpoints_are_running_replicas_on_online_no
     let r1 = running("web", 1, n1.reg.ula);
     let ack = api
         .report_apps_state(
-            &n1.reg.peer_credential,
+            n1.reg.peer_credential.as_deref(),
             &NodeAppsReport {
                 applied_revision: Some(1),
                 apps: vec![r1.clone()],
@@ -755,7 +773,7 @@ async fn reports_show_in_the_app_and_endpoints_are_running_replicas_on_online_no
     r2.state = AppState::Starting;
     let ack = api
         .report_apps_state(
-            &n2.reg.peer_credential,
+            n2.reg.peer_credential.as_deref(),
             &NodeAppsReport {
                 applied_revision: None,
                 apps: vec![r2.clone(), running("stranger", 1, n2.reg.ula)],
@@ -779,20 +797,23 @@ async fn reports_show_in_the_app_and_endpoints_are_running_replicas_on_online_no
     assert_eq!(v.replicas[1].state, Some(AppState::Starting));
 
     // Endpoints: only the running one, for the admin token and for any peer credential.
-    let e = api.app_endpoints(&c.admin, &app_name("web")).await.unwrap();
+    let e = api
+        .app_endpoints(Some(&c.admin), &app_name("web"))
+        .await
+        .unwrap();
     assert_eq!(e.endpoints, vec![r1.address.unwrap()]);
     let e = api
-        .app_endpoints(&n2.reg.peer_credential, &app_name("web"))
+        .app_endpoints(n2.reg.peer_credential.as_deref(), &app_name("web"))
         .await
         .unwrap();
     assert_eq!(e.endpoints.len(), 1);
     let err = api
-        .app_endpoints("tbfp_x_y", &app_name("web"))
+        .app_endpoints(Some("tbfp_x_y"), &app_name("web"))
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(401));
     let err = api
-        .app_endpoints(&c.admin, &app_name("nope"))
+        .app_endpoints(Some(&c.admin), &app_name("nope"))
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(404));
@@ -800,7 +821,7 @@ async fn reports_show_in_the_app_and_endpoints_are_running_replicas_on_online_no
     // Both running at the current version: the app is running.
     r2.state = AppState::Running;
     api.report_apps_state(
-        &n2.reg.peer_credential,
+        n2.reg.peer_credential.as_deref(),
         &NodeAppsReport {
             applied_revision: None,
             apps: vec![r2.clone()],
@@ -809,13 +830,16 @@ async fn reports_show_in_the_app_and_endpoints_are_running_replicas_on_online_no
     .await
     .unwrap();
     assert_eq!(app(&c, "web").await.status, AppStatus::Running);
-    let e = api.app_endpoints(&c.admin, &app_name("web")).await.unwrap();
+    let e = api
+        .app_endpoints(Some(&c.admin), &app_name("web"))
+        .await
+        .unwrap();
     assert_eq!(e.endpoints.len(), 2);
 
     // A crashlooping replica makes it degraded; an omitted app reads as not reported.
     r2.state = AppState::Crashloop;
     api.report_apps_state(
-        &n2.reg.peer_credential,
+        n2.reg.peer_credential.as_deref(),
         &NodeAppsReport {
             applied_revision: None,
             apps: vec![r2.clone()],
@@ -824,9 +848,12 @@ async fn reports_show_in_the_app_and_endpoints_are_running_replicas_on_online_no
     .await
     .unwrap();
     assert_eq!(app(&c, "web").await.status, AppStatus::Degraded);
-    api.report_apps_state(&n2.reg.peer_credential, &NodeAppsReport::default())
-        .await
-        .unwrap();
+    api.report_apps_state(
+        n2.reg.peer_credential.as_deref(),
+        &NodeAppsReport::default(),
+    )
+    .await
+    .unwrap();
     let v = app(&c, "web").await;
     assert_eq!(v.replicas[1].state, None);
     assert_eq!(v.status, AppStatus::Deploying);
@@ -834,7 +861,10 @@ async fn reports_show_in_the_app_and_endpoints_are_running_replicas_on_online_no
     // n1 goes offline: its running replica is no longer an endpoint (grace is long: still there).
     stop1.store(true, Ordering::SeqCst);
     let e = eventually(Duration::from_secs(5), "n1 offline", || async {
-        let e = api.app_endpoints(&c.admin, &app_name("web")).await.unwrap();
+        let e = api
+            .app_endpoints(Some(&c.admin), &app_name("web"))
+            .await
+            .unwrap();
         e.endpoints.is_empty().then_some(e)
     })
     .await;
@@ -868,7 +898,7 @@ async fn kill_9_keeps_apps_assignments_reports_and_revision() {
         .await
         .unwrap();
     api.report_apps_state(
-        &n1.reg.peer_credential,
+        n1.reg.peer_credential.as_deref(),
         &NodeAppsReport {
             applied_revision: None,
             apps: vec![running("web", 2, n1.reg.ula)],
@@ -877,8 +907,14 @@ async fn kill_9_keeps_apps_assignments_reports_and_revision() {
     .await
     .unwrap();
     let before = api.apps(&c.admin).await.unwrap();
-    let set1 = api.assignments(&n1.reg.peer_credential).await.unwrap();
-    let set2 = api.assignments(&n2.reg.peer_credential).await.unwrap();
+    let set1 = api
+        .assignments(n1.reg.peer_credential.as_deref())
+        .await
+        .unwrap();
+    let set2 = api
+        .assignments(n2.reg.peer_credential.as_deref())
+        .await
+        .unwrap();
     assert_eq!(before.apps.len(), 2);
     assert!(before.revision >= 3);
 
@@ -896,11 +932,15 @@ async fn kill_9_keeps_apps_assignments_reports_and_revision() {
         "apps, placement, reports, pending reasons and revision"
     );
     assert_eq!(
-        api.assignments(&n1.reg.peer_credential).await.unwrap(),
+        api.assignments(n1.reg.peer_credential.as_deref())
+            .await
+            .unwrap(),
         set1
     );
     assert_eq!(
-        api.assignments(&n2.reg.peer_credential).await.unwrap(),
+        api.assignments(n2.reg.peer_credential.as_deref())
+            .await
+            .unwrap(),
         set2
     );
     let web = after
@@ -959,7 +999,7 @@ async fn the_ingress_proxies_to_a_reported_replica_and_says_why_it_cannot() {
     let mut report = running("web", 1, n1.reg.ula);
     report.address = Some(backend);
     api.report_apps_state(
-        &n1.reg.peer_credential,
+        n1.reg.peer_credential.as_deref(),
         &NodeAppsReport {
             applied_revision: None,
             apps: vec![report],

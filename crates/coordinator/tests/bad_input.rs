@@ -174,7 +174,7 @@ async fn bad_register_bodies_are_refused_precisely_and_change_nothing() {
     let got = post_raw(
         &c,
         "/v1/mesh/heartbeat",
-        &existing.peer_credential,
+        existing.peer_credential.as_deref().unwrap(),
         "{\"tags\": [\"a b\"]}",
     )
     .await;
@@ -226,6 +226,7 @@ async fn bad_register_bodies_are_refused_precisely_and_change_nothing() {
     let watch = c
         .http
         .get(c.url("/v1/mesh/watch?since=yesterday"))
+        .bearer_auth(&c.admin)
         .send()
         .await
         .unwrap();

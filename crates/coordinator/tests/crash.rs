@@ -153,7 +153,7 @@ async fn sigkill_during_registrations_loses_nothing_acknowledged() {
         let hb = c
             .http
             .post(c.url("/v1/mesh/heartbeat"))
-            .bearer_auth(&a.resp.peer_credential)
+            .bearer_auth(a.resp.peer_credential.as_deref().unwrap())
             .json(&serde_json::json!({}))
             .send()
             .await

@@ -55,7 +55,7 @@ async fn silent_peer_goes_offline_comes_back_and_is_purged() {
         let cred = chatty.peer_credential.clone();
         tokio::spawn(async move {
             loop {
-                let (status, _) = heartbeat(&c, &cred).await;
+                let (status, _) = heartbeat(&c, cred.as_deref().unwrap()).await;
                 assert_eq!(status, StatusCode::OK);
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -86,7 +86,7 @@ async fn silent_peer_goes_offline_comes_back_and_is_purged() {
     );
 
     // One heartbeat brings it back, as an `updated` event.
-    let (status, _) = heartbeat(&c, &quiet.peer_credential).await;
+    let (status, _) = heartbeat(&c, quiet.peer_credential.as_deref().unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     let back = w.next(Duration::from_secs(5)).await.unwrap().roster_event();
     assert_eq!(
@@ -113,7 +113,7 @@ async fn silent_peer_goes_offline_comes_back_and_is_purged() {
     keepalive.abort();
 
     // Purged: unknown to heartbeats, and its address can be taken by a new key.
-    let (status, body) = heartbeat(&c, &quiet.peer_credential).await;
+    let (status, body) = heartbeat(&c, quiet.peer_credential.as_deref().unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(is_error_code(&body, ErrorCode::UnknownPeer), "{body}");
     let mut newcomer = request(key(3), "newcomer");

@@ -43,7 +43,13 @@ async fn register_then_reregister_keeps_identity_and_needs_the_credential() {
     assert_eq!(first.revision, 1);
     assert_eq!(first.heartbeat_interval_secs, 5);
     assert_eq!(first.observed_addr, Some("127.0.0.1".parse().unwrap()));
-    assert!(first.peer_credential.starts_with("tbfp_"));
+    assert!(
+        first
+            .peer_credential
+            .as_deref()
+            .unwrap()
+            .starts_with("tbfp_")
+    );
 
     let before: PeerList = c.get_json("/v1/mesh/peers").await;
 
@@ -56,7 +62,7 @@ async fn register_then_reregister_keeps_identity_and_needs_the_credential() {
         &refused,
         StatusCode::CONFLICT,
         ErrorCode::Conflict,
-        "prove ownership with the peer credential",
+        "prove ownership with the node certificate",
     );
     // Wrong credential: refused too.
     hijack.peer_credential = Some(format!("tbfp_{}_notthesecret", first.peer_id));
@@ -80,7 +86,7 @@ async fn register_then_reregister_keeps_identity_and_needs_the_credential() {
     // With the credential: same peer and address, fields updated, one `updated` revision.
     let mut again = request(key(1), "edge-1-renamed");
     again.tags = vec![Tag::wasm(), Tag::docker()];
-    again.peer_credential = Some(first.peer_credential.clone());
+    again.peer_credential = first.peer_credential.clone();
     let second: RegisterResponse = c.register(None, &again).await;
     assert_eq!(second.peer_id, first.peer_id);
     assert_eq!(second.ula, first.ula);
@@ -118,6 +124,7 @@ async fn register_then_reregister_keeps_identity_and_needs_the_credential() {
     let missing = c
         .http
         .get(c.url("/v1/mesh/peers/ffff"))
+        .bearer_auth(&c.admin)
         .send()
         .await
         .unwrap();
@@ -352,7 +359,7 @@ async fn tag_restricted_token_binds_the_peer() {
     let hb = c
         .http
         .post(c.url("/v1/mesh/heartbeat"))
-        .bearer_auth(&ok.peer_credential)
+        .bearer_auth(ok.peer_credential.as_deref().unwrap())
         .json(&serde_json::json!({"tags": ["docker"]}))
         .send()
         .await
@@ -365,7 +372,7 @@ async fn tag_restricted_token_binds_the_peer() {
         ErrorCode::TagNotAllowed,
         "may only advertise wasm",
     );
-    too_many.peer_credential = Some(ok.peer_credential.clone());
+    too_many.peer_credential = ok.peer_credential.clone();
     let r = c.register_raw(None, &too_many).await;
     assert_error(
         &r,
@@ -382,6 +389,7 @@ async fn tag_restricted_token_binds_the_peer() {
     let bad = c
         .http
         .get(c.url("/v1/mesh/peers?tag=NOT%20A%20TAG"))
+        .bearer_auth(&c.admin)
         .send()
         .await
         .unwrap();
@@ -452,7 +460,7 @@ async fn admin_routes_need_the_admin_token() {
     let hb = c
         .http
         .post(c.url("/v1/mesh/heartbeat"))
-        .bearer_auth(&reg.peer_credential)
+        .bearer_auth(reg.peer_credential.as_deref().unwrap())
         .json(&serde_json::json!({}))
         .send()
         .await
@@ -490,7 +498,7 @@ async fn metrics_count_what_happened() {
         let hb = c
             .http
             .post(c.url("/v1/mesh/heartbeat"))
-            .bearer_auth(&reg.peer_credential)
+            .bearer_auth(reg.peer_credential.as_deref().unwrap())
             .json(&serde_json::json!({}))
             .send()
             .await
@@ -531,20 +539,20 @@ async fn metrics_count_what_happened() {
 }
 
 #[tokio::test]
-async fn refuses_plain_http_on_a_public_address_without_the_flag() {
+async fn a_missing_operator_certificate_is_a_clear_startup_error() {
     let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-cert.pem");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tabbify-coordinator"))
-        .args(["--listen", "0.0.0.0:0", "--data-dir"])
-        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--tls-cert")
+        .arg(&missing)
+        .arg("--tls-key")
+        .arg(&missing)
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("refusing to serve plain HTTP"), "{stderr}");
-    assert!(stderr.contains("--insecure-no-mtls"), "{stderr}");
+    assert!(stderr.contains("no-such-cert.pem"), "{stderr}");
     assert!(out.stdout.is_empty(), "no ready line");
-    assert!(
-        !dir.path().join("coordinator.db").exists(),
-        "nothing created"
-    );
 }

@@ -36,7 +36,7 @@ async fn resume_has_no_gap_and_no_duplicate_while_changes_continue() {
         let r: RegisterResponse = c
             .register(Some(&token), &request(key(i), &format!("n{i}")))
             .await;
-        creds.push(r.peer_credential);
+        creds.push(r.peer_credential.unwrap());
     }
 
     // Read the first 10 events, then go away.

@@ -19,25 +19,27 @@ pub const DEFAULT_STALE_FOR: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct CoordinatorEndpoints {
     client: CoordinatorClient,
-    token: String,
+    /// `None`: the client's certificate identifies the node (mTLS).
+    token: Option<String>,
     cache: Mutex<LookupCache>,
 }
 
 impl CoordinatorEndpoints {
-    /// `token` is the node's peer credential (or the admin token).
-    pub fn new(client: CoordinatorClient, token: impl Into<String>) -> Self {
+    /// `token` is the admin token or, without mTLS, the node's peer credential; with mTLS a
+    /// node passes `None` and its client certificate identifies it.
+    pub fn new(client: CoordinatorClient, token: Option<String>) -> Self {
         Self::with_ttl(client, token, DEFAULT_TTL, DEFAULT_STALE_FOR)
     }
 
     pub fn with_ttl(
         client: CoordinatorClient,
-        token: impl Into<String>,
+        token: Option<String>,
         ttl: Duration,
         stale_for: Duration,
     ) -> Self {
         Self {
             client,
-            token: token.into(),
+            token,
             cache: Mutex::new(LookupCache::new(ttl, stale_for)),
         }
     }
@@ -47,7 +49,7 @@ impl CoordinatorEndpoints {
     }
 
     async fn ask(&self, app: &AppName) -> Result<AppLookup, tabbify_client::ClientError> {
-        match self.client.app_endpoints(&self.token, app).await {
+        match self.client.app_endpoints(self.token.as_deref(), app).await {
             Ok(answer) => Ok(AppLookup::Replicas(answer.endpoints)),
             Err(e) if e.status() == Some(404) => Ok(AppLookup::Unknown),
             Err(e) => Err(e),

@@ -83,7 +83,7 @@ fn name(s: &str) -> AppName {
 async fn reads_endpoints_and_asks_once_per_ttl() {
     let replica: SocketAddr = "[fd00:1:2:3::1]:8080".parse().unwrap();
     let (client, fake) = spawn_fake(vec![replica]).await;
-    let source = CoordinatorEndpoints::new(client, TOKEN);
+    let source = CoordinatorEndpoints::new(client, Some(TOKEN.into()));
     for _ in 0..5 {
         let got = source.lookup(&name("hello")).await.unwrap();
         assert_eq!(got, AppLookup::Replicas(vec![replica]));
@@ -94,8 +94,12 @@ async fn reads_endpoints_and_asks_once_per_ttl() {
 #[tokio::test]
 async fn asks_again_after_the_ttl() {
     let (client, fake) = spawn_fake(vec![]).await;
-    let source =
-        CoordinatorEndpoints::with_ttl(client, TOKEN, Duration::from_millis(50), Duration::ZERO);
+    let source = CoordinatorEndpoints::with_ttl(
+        client,
+        Some(TOKEN.into()),
+        Duration::from_millis(50),
+        Duration::ZERO,
+    );
     assert_eq!(
         source.lookup(&name("hello")).await.unwrap(),
         AppLookup::Replicas(vec![])
@@ -108,12 +112,12 @@ async fn asks_again_after_the_ttl() {
 #[tokio::test]
 async fn a_404_is_an_unknown_app_and_other_refusals_are_errors() {
     let (client, _fake) = spawn_fake(vec![]).await;
-    let source = CoordinatorEndpoints::new(client.clone(), TOKEN);
+    let source = CoordinatorEndpoints::new(client.clone(), Some(TOKEN.into()));
     assert_eq!(
         source.lookup(&name("nobody")).await.unwrap(),
         AppLookup::Unknown
     );
-    let wrong_token = CoordinatorEndpoints::new(client, "tbpc_wrong");
+    let wrong_token = CoordinatorEndpoints::new(client, Some("tbpc_wrong".into()));
     let err = wrong_token.lookup(&name("hello")).await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
 }
@@ -124,7 +128,7 @@ async fn keeps_using_the_last_answer_while_the_coordinator_fails() {
     let (client, fake) = spawn_fake(vec![replica]).await;
     let source = CoordinatorEndpoints::with_ttl(
         client,
-        TOKEN,
+        Some(TOKEN.into()),
         Duration::from_millis(10),
         Duration::from_secs(60),
     );
@@ -145,7 +149,7 @@ async fn the_ingress_routes_through_the_coordinators_answer() {
     let replica = spawn_replica("r0").await;
     let (client, _fake) = spawn_fake(vec![replica.addr]).await;
     let base = spawn_ingress(
-        CoordinatorEndpoints::new(client, TOKEN),
+        CoordinatorEndpoints::new(client, Some(TOKEN.into())),
         IngressConfig::default(),
     )
     .await;

@@ -41,7 +41,9 @@ pub struct Registration {
     pub ula: Ipv6Addr,
     pub subnet: Ipv6Prefix,
     pub mesh_prefix: Ipv6Prefix,
-    pub peer_credential: String,
+    /// Only from a coordinator running `--insecure-no-mtls`; otherwise the node's client
+    /// certificate (kept beside this file) identifies it.
+    pub peer_credential: Option<String>,
 }
 
 /// The node's identity. The private key never leaves this struct except to the data plane.
@@ -167,16 +169,8 @@ impl MeshIdentity {
             file.ula,
             file.subnet,
             file.mesh_prefix,
-            file.peer_credential,
         ) {
-            (
-                Some(coordinator),
-                Some(peer_id),
-                Some(ula),
-                Some(subnet),
-                Some(mesh_prefix),
-                Some(peer_credential),
-            ) => {
+            (Some(coordinator), Some(peer_id), Some(ula), Some(subnet), Some(mesh_prefix)) => {
                 if !subnet.contains(ula) {
                     return Err(corrupt(format!("ula {ula} is outside subnet {subnet}")));
                 }
@@ -186,10 +180,10 @@ impl MeshIdentity {
                     ula,
                     subnet,
                     mesh_prefix,
-                    peer_credential,
+                    peer_credential: file.peer_credential,
                 })
             }
-            (None, None, None, None, None, None) => None,
+            (None, None, None, None, None) => None,
             _ => {
                 return Err(corrupt(
                     "registration fields are only partly present".to_string(),
@@ -212,7 +206,7 @@ impl MeshIdentity {
             ula: reg.map(|r| r.ula),
             subnet: reg.map(|r| r.subnet),
             mesh_prefix: reg.map(|r| r.mesh_prefix),
-            peer_credential: reg.map(|r| r.peer_credential.clone()),
+            peer_credential: reg.and_then(|r| r.peer_credential.clone()),
         };
         let mut json = serde_json::to_vec_pretty(&file).map_err(|e| IdentityError::Write {
             path: path.clone(),
@@ -237,7 +231,9 @@ mod tests {
             subnet: "fd00:1:2:5::/64".parse().unwrap(),
             mesh_prefix: "fd00:1:2::/48".parse().unwrap(),
             heartbeat_interval_secs: 5,
-            peer_credential: "tbfp_x".into(),
+            peer_credential: Some("tbfp_x".into()),
+            client_certificate: None,
+            ca_certificate: None,
             observed_addr: None,
             revision: 1,
         }

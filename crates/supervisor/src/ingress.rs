@@ -1,7 +1,7 @@
 //! `--ingress ADDR`: this node serves `http://ADDR/app/<name>/…` for operators and clients
 //! outside the mesh, and proxies each request over the mesh to a running replica wherever it
 //! runs. Where the replicas are comes from the coordinator (`/v1/apps/{name}/endpoints` with this
-//! node's peer credential, cached for a second); the proxy is `tabbify-ingress`.
+//! node's client certificate, cached for a second); the proxy is `tabbify-ingress`.
 
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
@@ -13,8 +13,9 @@ use tokio::task::JoinHandle;
 
 pub struct IngressServer {
     pub addr: SocketAddr,
-    /// The credential its lookups use; a new registration with another one restarts it.
-    pub credential: String,
+    /// The peer credential its lookups use (`None` with mTLS); a new registration with another
+    /// one restarts it.
+    pub credential: Option<String>,
     stop: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -23,7 +24,7 @@ impl IngressServer {
     pub async fn start(
         bind: SocketAddr,
         client: CoordinatorClient,
-        credential: String,
+        credential: Option<String>,
     ) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind(bind)
             .await

@@ -22,6 +22,8 @@ pub struct Joiner {
     pub join_token: Option<String>,
     pub status: StatusHandle,
     pub backoff_cap: Duration,
+    /// The node's TLS key and certificate (mTLS with the coordinator).
+    pub tls: std::sync::Arc<crate::node_tls::NodeTls>,
 }
 
 /// What to do after a failed registration: pure, from the error.
@@ -82,8 +84,15 @@ impl Joiner {
             endpoints: status.endpoints.clone(),
             requested_ula: reg.filter(|_| with_ula).map(|r| r.ula),
             version: SOFTWARE_VERSION.to_string(),
-            peer_credential: reg.map(|r| r.peer_credential.clone()),
+            peer_credential: reg.and_then(|r| r.peer_credential.clone()),
             resources: Some(node_resources()),
+            csr: match self.tls.csr() {
+                Ok(csr) => Some(csr),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot make a certificate request");
+                    None
+                }
+            },
         }
     }
 
@@ -125,6 +134,20 @@ impl Joiner {
     }
 
     fn on_registered(&mut self, resp: &RegisterResponse) {
+        if let Some(chain) = &resp.client_certificate {
+            match self.tls.accept(chain, resp.ca_certificate.as_deref()) {
+                Ok(info) => {
+                    tracing::info!(serial = %info.serial, not_after = info.not_after, "node certificate issued")
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "the coordinator's certificate for this node is unusable")
+                }
+            }
+            // Pooled connections were opened without it.
+            if let Err(e) = self.client.reset_connections() {
+                tracing::error!(error = %e, "cannot renew the coordinator connections");
+            }
+        }
         let before = self.identity.ula();
         self.identity
             .apply_registration(self.client.base_url(), resp);
@@ -175,7 +198,7 @@ impl Joiner {
                 version: Some(SOFTWARE_VERSION.to_string()),
                 resources: Some(node_resources()),
             };
-            match self.client.heartbeat(&credential, &req).await {
+            match self.client.heartbeat(credential.as_deref(), &req).await {
                 Ok(hb) => {
                     last_sent = (req.tags, req.endpoints);
                     interval = Duration::from_secs(hb.heartbeat_interval_secs.max(1));

@@ -19,6 +19,7 @@ pub mod ingress;
 pub mod join;
 pub mod mesh_link;
 pub mod metrics;
+pub mod node_tls;
 pub mod probe;
 pub mod roster;
 pub mod run;

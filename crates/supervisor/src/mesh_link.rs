@@ -101,6 +101,7 @@ impl MeshLink {
         let refresher = tokio::spawn(refresh_endpoints(endpoints, status.clone()));
         let follower = tokio::spawn(follow_roster(
             client,
+            reg.peer_credential.clone(),
             dataplane.clone(),
             settings.private_key,
             status,
@@ -134,8 +135,10 @@ impl MeshLink {
     }
 }
 
+/// `credential`: the peer credential without mTLS (the roster is for members only).
 async fn follow_roster(
     client: CoordinatorClient,
+    credential: Option<String>,
     dataplane: Arc<DataPlane>,
     private_key: [u8; 32],
     status: StatusHandle,
@@ -144,7 +147,7 @@ async fn follow_roster(
     let mut roster = Roster::default();
     let mut synced = false;
     loop {
-        match client.watch(roster.revision()).await {
+        match client.watch(credential.as_deref(), roster.revision()).await {
             Ok(stream) => {
                 tracing::debug!(since = ?roster.revision(), "following the roster");
                 let mut stream = std::pin::pin!(stream);

@@ -82,8 +82,36 @@ pub async fn run(args: SupervisorArgs) -> Result<()> {
         return Ok(());
     }
 
-    let client = CoordinatorClient::new(&args.coordinator)
-        .with_context(|| format!("coordinator URL {:?}", args.coordinator))?;
+    let join_token = read_join_token(&args)?;
+    let pin = match join_token.as_deref() {
+        Some(text) => tabbify_wire::token::split_join_token(text)
+            .context("the join token")?
+            .ca_fingerprint
+            .map(|hex| hex.parse::<tabbify_client::CaFingerprint>())
+            .transpose()
+            .context("the join token's CA fingerprint")?,
+        None => None,
+    };
+    let tls = crate::node_tls::NodeTls::load_or_create(&args.data_dir)
+        .context("loading the node's TLS key")?;
+    let joined_over_tls = identity
+        .registration
+        .as_ref()
+        .is_some_and(|r| r.coordinator.starts_with("https://"));
+    let coordinator = crate::node_tls::coordinator_url(
+        &args.coordinator,
+        pin.is_some() || (joined_over_tls && tls.saved_ca().is_some()),
+    );
+    let client = CoordinatorClient::with_tls(
+        &coordinator,
+        &tabbify_client::TlsSettings {
+            trust: tls.trust(pin)?,
+            identity: Some(tls.slot.clone()),
+        },
+    )
+    .with_context(|| format!("coordinator URL {coordinator:?}"))?;
+    status.update(|s| s.coordinator = Some(coordinator.clone()));
+    tokio::spawn(crate::node_tls::renew_loop(tls.clone(), client.clone()));
     let settings = LinkSettings {
         private_key: identity.private_key_bytes(),
         tun_name: args.tun_name.clone(),
@@ -95,9 +123,10 @@ pub async fn run(args: SupervisorArgs) -> Result<()> {
         client: client.clone(),
         data_dir: args.data_dir.clone(),
         identity,
-        join_token: read_join_token(&args)?,
+        join_token,
         status: status.clone(),
         backoff_cap: args.join_backoff_cap,
+        tls,
     };
     let join_task = tokio::spawn(joiner.run(registered_tx));
     let assignments_task = tokio::spawn(

@@ -21,7 +21,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn reusable_token(rt: &tokio::runtime::Runtime, c: &CoordinatorProc) -> String {
-    let client = CoordinatorClient::new(&c.url).unwrap();
+    let client = c.client().unwrap();
     let admin = c.admin_token().unwrap();
     rt.block_on(client.create_join_token(
         &admin,
@@ -64,8 +64,13 @@ fn joined(rt: &tokio::runtime::Runtime, s: &SupervisorProc) -> SupervisorHealth 
     })
 }
 
-fn peer_named(rt: &tokio::runtime::Runtime, client: &CoordinatorClient, name: &str) -> Vec<Peer> {
-    rt.block_on(client.peers(None))
+fn peer_named(
+    rt: &tokio::runtime::Runtime,
+    client: &CoordinatorClient,
+    admin: &str,
+    name: &str,
+) -> Vec<Peer> {
+    rt.block_on(client.peers(Some(admin), None))
         .unwrap()
         .peers
         .into_iter()
@@ -92,7 +97,8 @@ fn three_nodes_join_with_probed_tags_and_keep_their_ula() {
     let dir = tempfile::tempdir().unwrap();
     let coord = CoordinatorProc::start(&dir.path().join("coord"), "127.0.0.1:0", &[]).unwrap();
     let token = reusable_token(&rt, &coord);
-    let client = CoordinatorClient::new(&coord.url).unwrap();
+    let client = coord.client().unwrap();
+    let admin = coord.admin_token().unwrap();
 
     let dirs: Vec<_> = ["a", "b", "c"].iter().map(|n| dir.path().join(n)).collect();
     let a = SupervisorProc::start(&dirs[0], &opts(&coord, "node-a", &token)).unwrap();
@@ -110,7 +116,7 @@ fn three_nodes_join_with_probed_tags_and_keep_their_ula() {
     assert!(ha.docker && hb.docker, "nodes with a daemon report docker");
     assert!(!hc.docker, "DOCKER_HOST pointing nowhere means no docker");
 
-    let roster = rt.block_on(client.peers(None)).unwrap().peers;
+    let roster = rt.block_on(client.peers(Some(&admin), None)).unwrap().peers;
     assert_eq!(roster.len(), 3, "{roster:#?}");
     let ulas: BTreeSet<_> = roster.iter().map(|p| p.ula).collect();
     assert_eq!(ulas.len(), 3, "distinct ULAs");
@@ -126,7 +132,7 @@ fn three_nodes_join_with_probed_tags_and_keep_their_ula() {
         assert!(p.subnet.contains(p.ula));
     }
     let docker_only = rt
-        .block_on(client.peers(Some(&"docker".parse().unwrap())))
+        .block_on(client.peers(Some(&admin), Some(&"docker".parse().unwrap())))
         .unwrap()
         .peers;
     assert_eq!(docker_only.len(), 2);
@@ -138,8 +144,14 @@ fn three_nodes_join_with_probed_tags_and_keep_their_ula() {
     let ha2 = joined(&rt, &a);
     assert_eq!(ha2.ula, Some(ula_a));
     assert_eq!(ha2.peer_id, ha.peer_id);
-    assert_eq!(peer_named(&rt, &client, "node-a").len(), 1);
-    assert_eq!(rt.block_on(client.peers(None)).unwrap().peers.len(), 3);
+    assert_eq!(peer_named(&rt, &client, &admin, "node-a").len(), 1);
+    assert_eq!(
+        rt.block_on(client.peers(Some(&admin), None))
+            .unwrap()
+            .peers
+            .len(),
+        3
+    );
 
     // Wipe node-c's state: it joins as a fresh peer with a new ULA.
     drop(c);
@@ -148,7 +160,7 @@ fn three_nodes_join_with_probed_tags_and_keep_their_ula() {
     let hc2 = joined(&rt, &c);
     assert_ne!(hc2.ula, hc.ula);
     assert_ne!(hc2.peer_id, hc.peer_id);
-    assert_eq!(peer_named(&rt, &client, "node-c").len(), 2);
+    assert_eq!(peer_named(&rt, &client, &admin, "node-c").len(), 2);
     drop((a, b, c));
 }
 
@@ -206,9 +218,13 @@ fn a_refused_token_is_reported_and_the_node_stays_up() {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     let coord = CoordinatorProc::start(&dir.path().join("coord"), "127.0.0.1:0", &[]).unwrap();
+    // A token the coordinator never issued, pinning the right CA: TLS works, the join does not.
+    let ca = std::fs::read(coord.ca_file()).unwrap();
+    let pin =
+        tabbify_pki::CaFingerprint::of_der(&tabbify_pki::pem::certificates(&ca, "ca").unwrap()[0]);
     let mut node = SupervisorProc::start(
         &dir.path().join("n"),
-        &opts(&coord, "bad-token", "tbfj_nope_nope"),
+        &opts(&coord, "bad-token", &format!("tbfj_nope_nope.{pin}")),
     )
     .unwrap();
     let h = wait_for(Duration::from_secs(10), "the refusal to show", || {
@@ -224,8 +240,14 @@ fn a_refused_token_is_reported_and_the_node_stays_up() {
             .is_none(),
         "still running"
     );
-    let client = CoordinatorClient::new(&coord.url).unwrap();
-    assert!(rt.block_on(client.peers(None)).unwrap().peers.is_empty());
+    let client = coord.client().unwrap();
+    let admin = coord.admin_token().unwrap();
+    assert!(
+        rt.block_on(client.peers(Some(&admin), None))
+            .unwrap()
+            .peers
+            .is_empty()
+    );
 }
 
 #[test]
@@ -239,7 +261,7 @@ fn re_registers_with_the_same_ula_after_the_coordinator_forgets_it() {
     )
     .unwrap();
     let token = reusable_token(&rt, &coord);
-    let client = CoordinatorClient::new(&coord.url).unwrap();
+    let client = coord.client().unwrap();
     let node =
         SupervisorProc::start(&dir.path().join("n"), &opts(&coord, "forgotten", &token)).unwrap();
     let h = joined(&rt, &node);
@@ -247,7 +269,7 @@ fn re_registers_with_the_same_ula_after_the_coordinator_forgets_it() {
     rt.block_on(client.remove_peer(&admin, h.peer_id.as_deref().unwrap()))
         .unwrap();
     let back = wait_for(Duration::from_secs(15), "the node to re-register", || {
-        let peers = peer_named(&rt, &client, "forgotten");
+        let peers = peer_named(&rt, &client, &admin, "forgotten");
         (peers.len() == 1).then(|| peers[0].clone())
     });
     assert_eq!(

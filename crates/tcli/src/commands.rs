@@ -13,14 +13,24 @@ use tabbify_wire::token::{CreateJoinTokenRequest, JoinTokenState};
 #[derive(Debug, Parser)]
 #[command(name = "tcli", version, about = "Operate a Tabbify mesh")]
 pub struct Cli {
-    /// Coordinator base URL.
+    /// Coordinator base URL (http:// only for one running --insecure-no-mtls).
     #[arg(
         long,
         global = true,
         env = "TABBIFY_MESH_COORDINATOR",
-        default_value = "http://127.0.0.1:8888"
+        default_value = "https://127.0.0.1:8888"
     )]
     coordinator: String,
+
+    /// Trust the coordinator whose mesh CA has this SHA-256 (what `tcli token create` prints
+    /// on stderr; also the part of a join token after its `.`).
+    #[arg(long, global = true, env = "TABBIFY_COORDINATOR_CA_FINGERPRINT")]
+    ca_fingerprint: Option<String>,
+
+    /// Trust the CA certificates in this PEM file (default: the mesh CA beside the admin token
+    /// file, plus the public roots).
+    #[arg(long, global = true, env = "TABBIFY_COORDINATOR_CA_FILE")]
+    ca_file: Option<PathBuf>,
 
     /// File holding the admin token (when TABBIFY_ADMIN_TOKEN is not set).
     #[arg(long, global = true, env = "TABBIFY_ADMIN_TOKEN_FILE")]
@@ -89,8 +99,10 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum PeerCommand {
-    /// Remove a peer from the roster (frees its ULA).
+    /// Remove a peer from the roster (frees its ULA); its open streams close at once.
     Rm { peer_id: String },
+    /// Revoke the peer's node certificates: its next request is refused and its streams close.
+    RevokeCert { peer_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,7 +136,12 @@ enum TokenCommand {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let client = CoordinatorClient::new(&cli.coordinator)?;
+    let tls = crate::trust::settings(
+        cli.ca_fingerprint.as_deref(),
+        cli.ca_file.as_deref(),
+        cli.admin_token_file.as_deref(),
+    )?;
+    let client = CoordinatorClient::with_tls(&cli.coordinator, &tls)?;
     let admin = || {
         admin::admin_token(
             std::env::var("TABBIFY_ADMIN_TOKEN").ok().as_deref(),
@@ -132,12 +149,19 @@ pub async fn run(cli: Cli) -> Result<()> {
         )
     };
     match cli.command {
-        Command::Peers { tag, json } => peers(&client, tag, json).await,
+        Command::Peers { tag, json } => peers(&client, &admin()?, tag, json).await,
         Command::Peer {
             command: PeerCommand::Rm { peer_id },
         } => {
             client.remove_peer(&admin()?, &peer_id).await?;
             println!("removed {peer_id}");
+            Ok(())
+        }
+        Command::Peer {
+            command: PeerCommand::RevokeCert { peer_id },
+        } => {
+            client.revoke_certificates(&admin()?, &peer_id).await?;
+            println!("revoked the certificates of {peer_id}");
             Ok(())
         }
         Command::Token { command } => token(&client, &admin()?, command).await,
@@ -159,8 +183,13 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-async fn peers(client: &CoordinatorClient, tag: Option<Tag>, json: bool) -> Result<()> {
-    let list = client.peers(tag.as_ref()).await?;
+async fn peers(
+    client: &CoordinatorClient,
+    admin: &str,
+    tag: Option<Tag>,
+    json: bool,
+) -> Result<()> {
+    let list = client.peers(Some(admin), tag.as_ref()).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
@@ -233,6 +262,13 @@ async fn token(client: &CoordinatorClient, admin: &str, cmd: TokenCommand) -> Re
                         .uses_allowed
                         .map_or("unlimited".to_string(), |n| n.to_string())
                 );
+                if let Ok(t) = tabbify_wire::token::split_join_token(&created.token)
+                    && let Some(pin) = t.ca_fingerprint
+                {
+                    eprintln!(
+                        "the token pins the mesh CA sha256:{pin}; elsewhere, tcli trusts this coordinator with --ca-fingerprint {pin}"
+                    );
+                }
             }
         }
         TokenCommand::List { json } => {

@@ -113,8 +113,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let url = wait_line(&mut coord, "tabbify-coordinator listening on", &coord_log)
         .await
         .context("coordinator")?;
-    let client = CoordinatorClient::new(&url)?;
     let admin_path = dir.join("coordinator").join("admin-token");
+    let ca_path = dir.join("coordinator").join(tabbify_pki::ca::CA_CERT_FILE);
+    let client =
+        CoordinatorClient::with_tls(&url, &crate::trust::settings(None, Some(&ca_path), None)?)?;
     let admin = std::fs::read_to_string(&admin_path)
         .with_context(|| format!("reading {}", admin_path.display()))?;
     let token = client
@@ -220,7 +222,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .find_map(|r| r.url.clone())
         .unwrap_or_default();
 
-    let peers = client.peers(None).await?;
+    let peers = client.peers(Some(admin.trim()), None).await?;
     let now = SystemTime::now();
     let rows: Vec<Vec<String>> = peers
         .peers
@@ -240,6 +242,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         })
         .collect();
     println!("app          {app_url}");
+    println!("             curl --cacert {} {app_url}", ca_path.display());
     println!(
         "             (the replica itself: {replica_url}; version {}, {})",
         deployed.view.version,
@@ -248,7 +251,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
             tabbify_client::AppChange::Updated => "already deployed in this state directory",
         }
     );
-    println!("coordinator  {url}  (roster: {url}/v1/mesh/peers)");
+    println!(
+        "coordinator  {url}  (roster: tcli peers --coordinator {url} --ca-file {} --admin-token-file {})",
+        ca_path.display(),
+        admin_path.display()
+    );
     println!("appsrv       {appsrv_url}");
     println!(
         "node         {node_api}/health  ula={}  tags={}",

@@ -7,6 +7,7 @@ mod commands;
 mod dev;
 mod node;
 mod table;
+mod trust;
 
 use clap::Parser;
 

@@ -7,12 +7,20 @@ use std::process::{Command, Output};
 use tabbify_testkit::bin_path;
 use tabbify_testkit::cluster::{CoordinatorProc, SupervisorOpts, SupervisorProc};
 
-fn tcli(coord: &str, admin_file: Option<&std::path::Path>, args: &[&str]) -> Output {
+fn tcli(
+    coord: &str,
+    ca_file: Option<&std::path::Path>,
+    admin_file: Option<&std::path::Path>,
+    args: &[&str],
+) -> Output {
     let mut cmd = Command::new(bin_path("tcli").unwrap());
     cmd.args(["--coordinator", coord])
         .args(args)
         .env_remove("TABBIFY_ADMIN_TOKEN")
         .env_remove("TABBIFY_MESH_COORDINATOR");
+    if let Some(ca) = ca_file {
+        cmd.arg("--ca-file").arg(ca);
+    }
     if let Some(f) = admin_file {
         cmd.arg("--admin-token-file").arg(f);
     } else {
@@ -38,6 +46,7 @@ fn tokens_and_roster_through_the_cli() {
 
     let token = stdout(&tcli(
         &coord.url,
+        Some(&coord.ca_file()),
         Some(&admin),
         &[
             "token",
@@ -68,7 +77,12 @@ fn tokens_and_roster_through_the_cli() {
     // Wait until the node shows in the roster.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let table = loop {
-        let t = stdout(&tcli(&coord.url, None, &["peers"]));
+        let t = stdout(&tcli(
+            &coord.url,
+            Some(&coord.ca_file()),
+            Some(&admin),
+            &["peers"],
+        ));
         if t.contains("cli-node") || std::time::Instant::now() > deadline {
             break t;
         }
@@ -83,18 +97,29 @@ fn tokens_and_roster_through_the_cli() {
         "{row}"
     );
 
-    let json: serde_json::Value =
-        serde_json::from_str(&stdout(&tcli(&coord.url, None, &["peers", "--json"]))).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&stdout(&tcli(
+        &coord.url,
+        Some(&coord.ca_file()),
+        Some(&admin),
+        &["peers", "--json"],
+    )))
+    .unwrap();
     assert_eq!(json["peers"][0]["display_name"], "cli-node");
     let filtered: serde_json::Value = serde_json::from_str(&stdout(&tcli(
         &coord.url,
-        None,
+        Some(&coord.ca_file()),
+        Some(&admin),
         &["peers", "--tag", "no-such-tag", "--json"],
     )))
     .unwrap();
     assert_eq!(filtered["peers"].as_array().unwrap().len(), 0);
 
-    let list = stdout(&tcli(&coord.url, Some(&admin), &["token", "list"]));
+    let list = stdout(&tcli(
+        &coord.url,
+        Some(&coord.ca_file()),
+        Some(&admin),
+        &["token", "list"],
+    ));
     let id = token.split('_').nth(1).unwrap();
     let row = list.lines().find(|l| l.starts_with(id)).unwrap();
     assert!(
@@ -102,9 +127,15 @@ fn tokens_and_roster_through_the_cli() {
         "{row}"
     );
 
-    stdout(&tcli(&coord.url, Some(&admin), &["token", "revoke", id]));
+    stdout(&tcli(
+        &coord.url,
+        Some(&coord.ca_file()),
+        Some(&admin),
+        &["token", "revoke", id],
+    ));
     let list = stdout(&tcli(
         &coord.url,
+        Some(&coord.ca_file()),
         Some(&admin),
         &["token", "list", "--json"],
     ));
@@ -117,19 +148,24 @@ fn tokens_and_roster_through_the_cli() {
 fn errors_say_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let coord = CoordinatorProc::start(&dir.path().join("coord"), "127.0.0.1:0", &[]).unwrap();
-    let o = tcli(&coord.url, None, &["token", "list"]);
+    let o = tcli(&coord.url, Some(&coord.ca_file()), None, &["token", "list"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("TABBIFY_ADMIN_TOKEN"), "{err}");
 
     let wrong = dir.path().join("wrong");
     std::fs::write(&wrong, "tbfa_wrong").unwrap();
-    let o = tcli(&coord.url, Some(&wrong), &["token", "list"]);
+    let o = tcli(
+        &coord.url,
+        Some(&coord.ca_file()),
+        Some(&wrong),
+        &["token", "list"],
+    );
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("401"), "{err}");
 
-    let o = tcli("http://127.0.0.1:9", None, &["peers"]);
+    let o = tcli("http://127.0.0.1:9", None, None, &["peers"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("cannot reach the coordinator"), "{err}");

@@ -24,7 +24,7 @@ fn log_file(dir: &Path) -> Result<(PathBuf, File)> {
 /// A running `tabbify-coordinator`.
 pub struct CoordinatorProc {
     pub guard: ChildGuard,
-    /// `http://127.0.0.1:PORT`
+    /// `https://127.0.0.1:PORT` (`http://` with `--insecure-no-mtls`)
     pub url: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
@@ -57,7 +57,32 @@ impl CoordinatorProc {
 
     /// `host:port` of the API, for restarting on the same address.
     pub fn addr(&self) -> &str {
-        self.url.trim_start_matches("http://")
+        self.url
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+    }
+
+    /// The mesh CA (`ca.crt` in its data dir; absent with `--insecure-no-mtls`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir.join("ca.crt")
+    }
+
+    /// A client that trusts this coordinator (by its CA file) and presents no certificate: what
+    /// an operator uses, with [`CoordinatorProc::admin_token`].
+    pub fn client(&self) -> Result<tabbify_client::CoordinatorClient> {
+        let trust = match std::fs::read(self.ca_file()) {
+            Ok(pem) => tabbify_client::ServerTrust::Roots(
+                tabbify_pki::pem::certificates(&pem, "ca.crt").context("the coordinator's CA")?,
+            ),
+            Err(_) => tabbify_client::ServerTrust::System,
+        };
+        Ok(tabbify_client::CoordinatorClient::with_tls(
+            &self.url,
+            &tabbify_client::TlsSettings {
+                trust,
+                identity: None,
+            },
+        )?)
     }
 
     pub fn admin_token(&self) -> Result<String> {

@@ -36,6 +36,10 @@ pub struct RegisterRequest {
     pub peer_credential: Option<String>,
     #[serde(default)]
     pub resources: Option<NodeResources>,
+    /// A PKCS#10 request (PEM) for the node's TLS key: with mTLS the coordinator answers with
+    /// a client certificate for it, which then authenticates every later call.
+    #[serde(default)]
+    pub csr: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,12 +49,34 @@ pub struct RegisterResponse {
     pub subnet: Ipv6Prefix,
     pub mesh_prefix: Ipv6Prefix,
     pub heartbeat_interval_secs: u64,
-    /// Secret for heartbeats and re-registration; `Authorization: Bearer <credential>`.
-    pub peer_credential: String,
+    /// Secret for heartbeats and re-registration; `Authorization: Bearer <credential>`. Only a
+    /// coordinator running with `--insecure-no-mtls` hands these out.
+    #[serde(default)]
+    pub peer_credential: Option<String>,
+    /// The node's client certificate (PEM, then the mesh CA), issued for the CSR it sent.
+    #[serde(default)]
+    pub client_certificate: Option<String>,
+    /// The mesh CA (PEM): the node keeps it and trusts the coordinator by it from now on.
+    #[serde(default)]
+    pub ca_certificate: Option<String>,
     /// The underlay address the coordinator saw the request come from.
     #[serde(default)]
     pub observed_addr: Option<std::net::IpAddr>,
     pub revision: u64,
+}
+
+/// `POST /v1/mesh/certificate`: a node renews its client certificate over mTLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewCertificateRequest {
+    pub csr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewCertificateResponse {
+    /// PEM: the new certificate, then the mesh CA.
+    pub client_certificate: String,
+    /// Seconds since the Unix epoch.
+    pub not_after: u64,
 }
 
 /// `POST /v1/mesh/heartbeat`, with `Authorization: Bearer <peer credential>`.

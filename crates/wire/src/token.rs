@@ -59,3 +59,68 @@ pub struct CreatedJoinToken {
 pub struct JoinTokenList {
     pub tokens: Vec<JoinTokenInfo>,
 }
+
+/// A join token as an operator passes it around: the secret part (`tbfj_<id>_<secret>`, what
+/// the coordinator checks) and, after a `.`, the SHA-256 of the mesh CA certificate in hex
+/// (what the node pins, so the token alone is enough to trust the right coordinator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinTokenText<'a> {
+    pub secret: &'a str,
+    /// 64 lowercase hex digits, when the token carries a pin.
+    pub ca_fingerprint: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the part of the join token after `.` must be the mesh CA's SHA-256 fingerprint (64 hex digits); copy the whole token as `tcli token create` printed it"
+)]
+pub struct BadTokenPin;
+
+/// Splits `tbfj_<id>_<secret>[.<ca sha256 hex>]`. The secret part is not checked here.
+pub fn split_join_token(text: &str) -> Result<JoinTokenText<'_>, BadTokenPin> {
+    let text = text.trim();
+    match text.split_once('.') {
+        None => Ok(JoinTokenText {
+            secret: text,
+            ca_fingerprint: None,
+        }),
+        Some((secret, pin)) => {
+            if pin.len() == 64
+                && pin
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                Ok(JoinTokenText {
+                    secret,
+                    ca_fingerprint: Some(pin),
+                })
+            } else {
+                Err(BadTokenPin)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_token_pins() {
+        let pin = "ab".repeat(32);
+        let text = format!("tbfj_0011_secret-x.{pin}");
+        let t = split_join_token(&text).unwrap();
+        assert_eq!(t.secret, "tbfj_0011_secret-x");
+        assert_eq!(t.ca_fingerprint, Some(pin.as_str()));
+        let plain = split_join_token(" tbfj_0011_s ").unwrap();
+        assert_eq!(plain.secret, "tbfj_0011_s");
+        assert_eq!(plain.ca_fingerprint, None);
+        for bad in [
+            "tbfj_1_s.",
+            "tbfj_1_s.abc",
+            &format!("tbfj_1_s.{}", "AB".repeat(32)),
+        ] {
+            assert_eq!(split_join_token(bad), Err(BadTokenPin), "{bad}");
+        }
+    }
+}

@@ -17,9 +17,14 @@ pub async fn create_join_token(
     JsonBody(req): JsonBody<CreateJoinTokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedJoinToken>), ApiError> {
     require_admin(&svc, &headers)?;
-    let created = svc
+    let mut created = svc
         .write(move |store, _| store.create_join_token(&req, Timestamp::now()))
         .await??;
+    // The pin is not secret and not stored: it rides along so the token alone is enough for a
+    // node to trust this coordinator.
+    if let Some(pin) = svc.settings.mtls.as_ref().and_then(|m| m.token_pin) {
+        created.token = format!("{}.{pin}", created.token);
+    }
     tracing::info!(
         token = %created.info.id,
         uses = ?created.info.uses_allowed,

@@ -1,14 +1,16 @@
 //! The apps API (`docs/coordinator-apps-api.md`): the operator's desired state (`/v1/apps`, admin
-//! token) and the node's side (`/v1/nodes/self/...`, peer credential): its assignments, their
+//! token) and the node's side (`/v1/nodes/self/...`, node certificate): its assignments, their
 //! watch stream, and its state reports. Handlers check the caller before they read a body, then
 //! hand plain data to the store; placement runs inside the same store job as the change.
 
+use super::auth::{calling_node, require_reader, until_revoked};
 use super::error::ApiError;
-use super::extract::{Bearer, LimitedBody, bearer, parse_json, resume_revision};
+use super::extract::{LimitedBody, parse_json, resume_revision};
 use super::mesh::WATCH_KEEP_ALIVE;
 use super::require_admin;
 use crate::app_spec::{self, AppSpecError};
 use crate::assignments_watch;
+use crate::listener::PeerCertificate;
 use crate::service::Service;
 use crate::store::PutApp;
 use axum::Json;
@@ -19,13 +21,12 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use std::sync::Arc;
+use tabbify_wire::Timestamp;
 use tabbify_wire::app::AppName;
-use tabbify_wire::mesh::PeerId;
 use tabbify_wire::placement::{
     AppEndpoints, AppList, AppView, AssignmentSet, CreateAppRequest, NodeAppsReport,
     NodeAppsReportAck,
 };
-use tabbify_wire::{ErrorCode, Timestamp};
 
 impl From<AppSpecError> for ApiError {
     fn from(e: AppSpecError) -> Self {
@@ -119,59 +120,27 @@ pub async fn delete_app(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /v1/apps/{name}/endpoints`: the admin token or any peer credential.
+/// `GET /v1/apps/{name}/endpoints`: the operator or any node of the mesh.
 pub async fn app_endpoints(
     State(svc): State<Arc<Service>>,
+    cert: PeerCertificate,
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Result<Json<AppEndpoints>, ApiError> {
-    let Bearer::Value(token) = bearer(&headers) else {
-        return Err(ApiError::unauthorized(
-            "endpoints need `Authorization: Bearer <admin token or peer credential>`",
-        ));
-    };
-    let admin = svc.is_admin(&token);
+    require_reader(&svc, &cert, &headers).await?;
     let name = app_name(raw)?;
     let n = name.clone();
-    let (known, endpoints) = svc
-        .read(move |s| {
-            let known = admin || s.peer_by_credential(&token).is_some();
-            (known, known.then(|| s.app_endpoints(&n)).flatten())
-        })
-        .await?;
-    if !known {
-        return Err(ApiError::unauthorized(
-            "neither the admin token nor the credential of a peer in the roster",
-        ));
-    }
+    let endpoints = svc.read(move |s| s.app_endpoints(&n)).await?;
     endpoints.map(Json).ok_or_else(|| no_such_app(&name))
-}
-
-/// The peer whose credential is in `Authorization`: 401 without one, 404 `unknown_peer` when no
-/// peer holds it (like a heartbeat: the node should register again).
-async fn calling_node(svc: &Service, headers: &HeaderMap) -> Result<PeerId, ApiError> {
-    let Bearer::Value(credential) = bearer(headers) else {
-        return Err(ApiError::unauthorized(
-            "node routes need `Authorization: Bearer <peer credential>` (returned by register)",
-        ));
-    };
-    svc.read(move |s| s.peer_by_credential(&credential))
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                ErrorCode::UnknownPeer,
-                "no peer has this credential (removed, purged, or never registered): register again",
-            )
-        })
 }
 
 /// `GET /v1/nodes/self/assignments`.
 pub async fn assignments(
     State(svc): State<Arc<Service>>,
+    cert: PeerCertificate,
     headers: HeaderMap,
 ) -> Result<Json<AssignmentSet>, ApiError> {
-    let peer = calling_node(&svc, &headers).await?;
+    let (peer, _) = calling_node(&svc, &cert, &headers).await?;
     Ok(Json(svc.read(move |s| s.assignment_set(&peer)).await?))
 }
 
@@ -183,14 +152,19 @@ pub struct WatchQuery {
 /// `GET /v1/nodes/self/assignments/watch?since=REV`.
 pub async fn watch_assignments(
     State(svc): State<Arc<Service>>,
+    cert: PeerCertificate,
     headers: HeaderMap,
     query: Result<Query<WatchQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let peer = calling_node(&svc, &headers).await?;
+    let (peer, proof) = calling_node(&svc, &cert, &headers).await?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let since = resume_revision(&headers, query.since)?;
     tracing::debug!(peer_id = %peer, ?since, "assignment watch opened");
-    let stream = assignments_watch::start(Arc::clone(&svc), peer, since);
+    let stream = until_revoked(
+        Arc::clone(&svc),
+        Some(proof),
+        assignments_watch::start(Arc::clone(&svc), peer, since),
+    );
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(WATCH_KEEP_ALIVE))
         .into_response())
@@ -199,10 +173,11 @@ pub async fn watch_assignments(
 /// `POST /v1/nodes/self/apps/state`.
 pub async fn report_state(
     State(svc): State<Arc<Service>>,
+    cert: PeerCertificate,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
 ) -> Result<Json<NodeAppsReportAck>, ApiError> {
-    let peer = calling_node(&svc, &headers).await?;
+    let (peer, _) = calling_node(&svc, &cert, &headers).await?;
     let report: NodeAppsReport = parse_json(&body)?;
     let applied = report.applied_revision;
     let p = peer.clone();

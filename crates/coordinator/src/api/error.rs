@@ -123,6 +123,7 @@ impl From<RegisterError> for ApiError {
         match e {
             RegisterError::Admission(a) => a.into(),
             RegisterError::Address(a) => a.into(),
+            RegisterError::Certificate(c) => Self::bad_request(c.to_string()),
             RegisterError::Store(s) => Self::internal("registration", &s),
         }
     }
@@ -131,9 +132,7 @@ impl From<RegisterError> for ApiError {
 impl From<HeartbeatError> for ApiError {
     fn from(e: HeartbeatError) -> Self {
         match e {
-            HeartbeatError::UnknownPeer => {
-                Self::new(StatusCode::NOT_FOUND, ErrorCode::UnknownPeer, e.to_string())
-            }
+            HeartbeatError::Auth(a) => a.into(),
             HeartbeatError::TagNotAllowed(a) => a.into(),
             HeartbeatError::Store(s) => Self::internal("heartbeat", &s),
         }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod apps;
+mod auth;
 pub mod error;
 pub mod extract;
 mod mesh;
@@ -36,6 +37,11 @@ pub fn router(service: Arc<Service>) -> Router {
             get(mesh::get_peer).delete(mesh::remove_peer),
         )
         .route("/v1/mesh/watch", get(mesh::watch))
+        .route("/v1/mesh/certificate", post(mesh::renew_certificate))
+        .route(
+            "/v1/mesh/peers/{id}/revoke-certificates",
+            post(mesh::revoke_certificates),
+        )
         .route(
             "/v1/admin/join-tokens",
             post(admin::create_join_token).get(admin::list_join_tokens),
@@ -90,7 +96,7 @@ async fn health(State(svc): State<Arc<Service>>) -> Result<Json<CoordinatorHealt
     Ok(Json(CoordinatorHealth {
         status: "ok".into(),
         version: SOFTWARE_VERSION.into(),
-        tls: false,
+        tls: svc.mtls(),
         open_join: svc.settings.open_join,
         peers_total: total,
         peers_online: online,

@@ -126,8 +126,9 @@ fn samples() -> Map<String, Value> {
             endpoints: endpoints.clone(),
             requested_ula: Some(ula),
             version: SOFTWARE_VERSION.into(),
-            peer_credential: Some("tbfp_3f2a9c0d1e4b5a67_...".into()),
+            peer_credential: None,
             resources: Some(resources),
+            csr: Some("-----BEGIN CERTIFICATE REQUEST-----\n...".into()),
         }),
     );
     add(
@@ -138,7 +139,9 @@ fn samples() -> Map<String, Value> {
             subnet,
             mesh_prefix: mesh,
             heartbeat_interval_secs: 5,
-            peer_credential: "tbfp_3f2a9c0d1e4b5a67_...".into(),
+            peer_credential: None,
+            client_certificate: Some("-----BEGIN CERTIFICATE-----\n...".into()),
+            ca_certificate: Some("-----BEGIN CERTIFICATE-----\n...".into()),
             observed_addr: Some(underlay),
             revision: 7,
         }),

@@ -3,6 +3,10 @@
 //! Against a running coordinator it measures, in one run: bare HTTP round trips (`GET /health`,
 //! the peer that shows what the HTTP stack alone costs), registrations of fresh keys at a fixed
 //! concurrency, and `GET /v1/mesh/peers` at the resulting roster size. Prints `name value` lines.
+//!
+//! Every registration opens its own connection (as a real joining node does: with TLS that is a
+//! full handshake, and with mTLS a certificate issued for its CSR); the roster is listed over one
+//! kept-alive connection, as a node's watch would be.
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
@@ -30,6 +34,28 @@ struct Args {
     /// Sequential `GET /v1/mesh/peers` requests timed at the end.
     #[arg(long, default_value_t = 50)]
     list_requests: u64,
+    /// The mesh CA to trust (`<data-dir>/ca.crt`) for an `https://` URL.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+}
+
+fn client(args: &Args, keep_alive: bool) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .pool_max_idle_per_host(if keep_alive {
+            usize::try_from(args.concurrency).unwrap_or(64)
+        } else {
+            0
+        })
+        .timeout(Duration::from_secs(60));
+    if let Some(ca) = &args.ca_file {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        let roots = tabbify_pki::pem::certificates(&pem, "ca file")?;
+        b = b.use_preconfigured_tls(tabbify_pki::tls::client_config(
+            &tabbify_pki::ServerTrust::Roots(roots),
+            None,
+        )?);
+    }
+    Ok(b.build()?)
 }
 
 #[tokio::main]
@@ -39,10 +65,10 @@ async fn main() -> Result<()> {
         .with_context(|| format!("reading {}", args.admin_token_file.display()))?
         .trim()
         .to_string();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(usize::try_from(args.concurrency).unwrap_or(64))
-        .timeout(Duration::from_secs(60))
-        .build()?;
+    let http = client(&args, true)?;
+    let fresh = client(&args, false)?;
+    // One CSR serves every registration: the coordinator's cost is the same, the bench's less.
+    let csr = Arc::new(tabbify_pki::NodeKey::generate()?.csr_pem()?);
     let base = args.url.trim_end_matches('/').to_string();
 
     let token: CreatedJoinToken = http
@@ -62,7 +88,7 @@ async fn main() -> Result<()> {
     // Peer: the same number of bare round trips at the same concurrency.
     let health_url = format!("{base}/health");
     let (health_secs, _) = run_concurrent(args.peers, args.concurrency, {
-        let http = http.clone();
+        let http = fresh.clone();
         move |_| {
             let (http, url) = (http.clone(), health_url.clone());
             async move {
@@ -82,9 +108,14 @@ async fn main() -> Result<()> {
     let token = Arc::new(token.token);
     let register_url = format!("{base}/v1/mesh/register");
     let (reg_secs, mut lat) = run_concurrent(args.peers, args.concurrency, {
-        let http = http.clone();
+        let http = fresh.clone();
         move |i| {
-            let (http, url, token) = (http.clone(), register_url.clone(), Arc::clone(&token));
+            let (http, url, token, csr) = (
+                http.clone(),
+                register_url.clone(),
+                Arc::clone(&token),
+                Arc::clone(&csr),
+            );
             async move {
                 let body = RegisterRequest {
                     public_key: PublicKeyB64::from_bytes(rand::rng().random()),
@@ -95,6 +126,7 @@ async fn main() -> Result<()> {
                     version: "bench".into(),
                     peer_credential: None,
                     resources: None,
+                    csr: Some(csr.as_str().to_string()),
                 };
                 let resp = http
                     .post(url)
@@ -124,6 +156,7 @@ async fn main() -> Result<()> {
         let start = Instant::now();
         let body = http
             .get(format!("{base}/v1/mesh/peers"))
+            .bearer_auth(&admin)
             .send()
             .await?
             .error_for_status()?

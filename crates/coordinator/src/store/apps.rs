@@ -10,7 +10,6 @@ use super::{Store, StoreError, ms, ts};
 use crate::app_spec::{self, AppSpec};
 use crate::apps::{self, AppRecord, AppsState, AssignmentRecord, StoredReport};
 use crate::placement::{self, AppDemand, NodeFacts, Placed, PlacementChange, PlacementInput};
-use crate::tokens;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -168,14 +167,6 @@ impl Store {
 
     pub fn assignment_set(&self, peer: &str) -> AssignmentSet {
         self.apps.assignment_set(peer)
-    }
-
-    /// The peer that holds `credential`, if any (constant-time secret comparison).
-    pub fn peer_by_credential(&self, credential: &str) -> Option<PeerId> {
-        let parsed = tokens::parse_peer_credential(credential).ok()?;
-        let rec = self.peers.get(&parsed.id)?;
-        tokens::hashes_equal(&tokens::hash_secret(&parsed.secret), &rec.credential_hash)
-            .then(|| rec.peer.peer_id.clone())
     }
 
     /// Places `next`'s apps on the current roster and commits the result.

@@ -15,11 +15,15 @@ mod tokens;
 pub use apps::PutApp;
 pub use events::EventsAfter;
 pub use listing::PeerListView;
-pub use peers::{HeartbeatError, HeartbeatOutcome, RegisterCommand, RegisterError, Registered};
+pub use peers::{
+    CertificateRequest, HeartbeatError, HeartbeatOutcome, RegisterCommand, RegisterError,
+    Registered, RenewError,
+};
 pub use tokens::{CreateTokenError, RevokeError};
 
 use crate::addressing::{self, SubnetId};
 use crate::apps::AppsState;
+use crate::node_auth::{self, CertSerials, KnownIdentity, NodeAuthError, NodeProof};
 use crate::placement::SlotKey;
 use crate::tokens::SecretHash;
 use rand::Rng;
@@ -74,6 +78,8 @@ pub struct PeerRecord {
     /// Set when the peer joined with a tag-restricted token; enforced on every later update.
     pub allowed_tags: Option<Vec<Tag>>,
     pub join_token_id: Option<String>,
+    /// The node certificates it may present (mTLS).
+    pub cert_serials: CertSerials,
 }
 
 pub struct Store {
@@ -90,6 +96,9 @@ pub struct Store {
     apps: AppsState,
     /// Why each unplaced slot is unplaced, as of the last placement (recomputed, not stored).
     pending: BTreeMap<SlotKey, String>,
+    /// Goes up whenever a peer leaves the roster or loses its certificates, so open streams
+    /// re-check who they serve (see `service`).
+    auth_generation: u64,
 }
 
 impl Store {
@@ -112,6 +121,7 @@ impl Store {
             listing: BTreeMap::new(),
             apps: app_state,
             pending: BTreeMap::new(),
+            auth_generation: 0,
         };
         for rec in records {
             store.remember(rec);
@@ -147,6 +157,30 @@ impl Store {
         self.peers.get(peer_id).map(|r| &*r.peer)
     }
 
+    /// Changes whenever a peer leaves the roster or loses its certificates.
+    pub fn auth_generation(&self) -> u64 {
+        self.auth_generation
+    }
+
+    /// The peer `proof` identifies. `mtls`: only certificates count; `allow_expired`: the
+    /// caller only renews its certificate.
+    pub fn authenticate(
+        &self,
+        proof: &NodeProof,
+        mtls: bool,
+        allow_expired: bool,
+        now_unix: u64,
+    ) -> Result<PeerId, NodeAuthError> {
+        let claimed = proof.claimed_peer().ok_or(NodeAuthError::UnknownPeer)?;
+        let known = self.peers.get(&claimed).map(|r| KnownIdentity {
+            peer_id: &r.peer.peer_id,
+            credential_hash: &r.credential_hash,
+            serials: &r.cert_serials,
+        });
+        node_auth::check(known, proof, mtls, allow_expired, now_unix)?;
+        Ok(claimed)
+    }
+
     pub fn snapshot(&self) -> RosterSnapshot {
         let list = self.peer_list(None);
         RosterSnapshot {
@@ -168,6 +202,7 @@ impl Store {
 
     fn forget(&mut self, peer_id: &str) -> Option<PeerRecord> {
         let rec = self.peers.remove(peer_id)?;
+        self.auth_generation += 1;
         self.listing.remove(&rec.subnet);
         self.used.remove(&rec.subnet);
         self.by_key.remove(rec.peer.public_key.as_str());

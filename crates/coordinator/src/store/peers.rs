@@ -4,10 +4,13 @@
 use super::{PeerRecord, Store, StoreError, events, ms, tokens as token_rows, ts};
 use crate::addressing::{self, AllocError, SubnetId};
 use crate::liveness::{self, LivenessChange, LivenessPolicy, PeerLiveness};
+use crate::node_auth::{CertSerials, NodeAuthError, NodeProof};
 use crate::registration::{self, Admission, AdmissionError, KnownPeer, PresentedToken};
 use crate::tokens;
 use rusqlite::{Connection, Row, Transaction, TransactionBehavior, params};
 use std::sync::Arc;
+use std::time::Duration;
+use tabbify_pki::{IssuedCert, MeshCa};
 use tabbify_wire::mesh::{
     HeartbeatRequest, NodeResources, Peer, RegisterRequest, RosterEvent, RosterEventKind,
 };
@@ -22,12 +25,42 @@ pub struct RegisterCommand {
     pub open_join: bool,
     /// Where the search for a free subnet starts (random in production).
     pub alloc_start: SubnetId,
+    /// The node certificate the connection presented (mTLS), or the peer credential from the
+    /// body (`--insecure-no-mtls`).
+    pub proof: Option<NodeProof>,
+    /// With mTLS: the CA and the node's CSR; the answer then carries a certificate instead of a
+    /// peer credential.
+    pub certificate: Option<CertificateRequest>,
+}
+
+/// What it takes to issue a node certificate inside the registration transaction.
+#[derive(Debug, Clone)]
+pub struct CertificateRequest {
+    pub ca: Arc<MeshCa>,
+    pub csr: String,
+    pub ttl: Duration,
+}
+
+impl CertificateRequest {
+    fn issue(&self, peer: &Peer, now: Timestamp) -> Result<IssuedCert, tabbify_pki::CaError> {
+        self.ca.issue_node(
+            &self.csr,
+            &peer.peer_id,
+            peer.ula,
+            &peer.subnet.to_string(),
+            self.ttl,
+            now.0 / 1000,
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Registered {
     pub peer: Peer,
-    pub credential: String,
+    /// Only without mTLS.
+    pub credential: Option<String>,
+    /// Only with mTLS.
+    pub certificate: Option<IssuedCert>,
     pub admission: Admission,
     pub event: Option<RosterEvent>,
     pub revision: u64,
@@ -39,6 +72,8 @@ pub enum RegisterError {
     Admission(#[from] AdmissionError),
     #[error(transparent)]
     Address(#[from] AllocError),
+    #[error(transparent)]
+    Certificate(#[from] tabbify_pki::CaError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -57,10 +92,20 @@ pub struct HeartbeatOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HeartbeatError {
-    #[error("no peer has this credential (removed, purged, or never registered): register again")]
-    UnknownPeer,
+    #[error(transparent)]
+    Auth(#[from] NodeAuthError),
     #[error(transparent)]
     TagNotAllowed(AdmissionError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    #[error(transparent)]
+    Auth(#[from] NodeAuthError),
+    #[error(transparent)]
+    Certificate(#[from] tabbify_pki::CaError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -74,6 +119,14 @@ impl Store {
         now: Timestamp,
     ) -> Result<Registered, RegisterError> {
         let req = &cmd.request;
+        let mtls = cmd.certificate.is_some();
+        let known_id = self.by_key.get(req.public_key.as_str());
+        let proven_by_certificate = match (&cmd.proof, known_id) {
+            (Some(proof @ NodeProof::Certificate { .. }), Some(id)) => self
+                .authenticate(proof, mtls, true, now.0 / 1000)
+                .is_ok_and(|proven| &proven == id),
+            _ => false,
+        };
         let known_rec = self
             .by_key
             .get(req.public_key.as_str())
@@ -100,10 +153,17 @@ impl Store {
             peer_id: &r.peer.peer_id,
             credential_hash: &r.credential_hash,
             allowed_tags: r.allowed_tags.as_deref(),
+            proven_by_certificate,
         });
+        // With mTLS the certificate is the only proof of ownership.
+        let credential = if mtls {
+            None
+        } else {
+            req.peer_credential.as_deref()
+        };
         let admission = registration::admit(
             known.as_ref(),
-            req.peer_credential.as_deref(),
+            credential,
             &presented,
             cmd.open_join,
             &req.tags,
@@ -117,7 +177,7 @@ impl Store {
             cmd.alloc_start,
         )?;
 
-        let (record, credential, kind) = match known_rec {
+        let (mut record, credential, kind) = match known_rec {
             Some(old) => {
                 let (peer, changed) = registration::reregistered(&old.peer, req, now);
                 let record = PeerRecord {
@@ -125,7 +185,7 @@ impl Store {
                     ..old.clone()
                 };
                 // Only a proven caller gets here, so it already holds this credential.
-                let credential = req.peer_credential.clone().unwrap_or_default();
+                let credential = req.peer_credential.clone().filter(|_| !mtls);
                 (
                     record,
                     credential,
@@ -156,8 +216,17 @@ impl Store {
                     allowed_tags,
                     token_id,
                 );
+                let credential = (!mtls).then_some(credential);
                 (record, credential, Some(RosterEventKind::Joined))
             }
+        };
+        let certificate = match &cmd.certificate {
+            Some(request) => {
+                let issued = request.issue(&record.peer, now)?;
+                record.cert_serials = record.cert_serials.rotated(issued.serial.clone());
+                Some(issued)
+            }
+            None => None,
         };
 
         if let Admission::Token { token_id } = &admission {
@@ -184,28 +253,26 @@ impl Store {
         Ok(Registered {
             peer,
             credential,
+            certificate,
             admission,
             event,
             revision: self.revision,
         })
     }
 
-    /// Records a heartbeat from the holder of `credential`.
+    /// Records a heartbeat from the node `proof` identifies.
     pub fn heartbeat(
         &mut self,
-        credential: &str,
+        proof: &NodeProof,
+        mtls: bool,
         req: &HeartbeatRequest,
         now: Timestamp,
     ) -> Result<HeartbeatOutcome, HeartbeatError> {
-        let parsed =
-            tokens::parse_peer_credential(credential).map_err(|_| HeartbeatError::UnknownPeer)?;
+        let peer_id = self.authenticate(proof, mtls, false, now.0 / 1000)?;
         let rec = self
             .peers
-            .get(&parsed.id)
-            .filter(|r| {
-                tokens::hashes_equal(&tokens::hash_secret(&parsed.secret), &r.credential_hash)
-            })
-            .ok_or(HeartbeatError::UnknownPeer)?;
+            .get(&peer_id)
+            .ok_or(HeartbeatError::Auth(NodeAuthError::UnknownPeer))?;
         if let Some(allowed) = &rec.allowed_tags
             && !req.tags.is_empty()
         {
@@ -254,6 +321,49 @@ impl Store {
             event,
             revision: self.revision,
         })
+    }
+
+    /// Issues a new certificate to the node `proof` identifies (its current one may have
+    /// expired, not been revoked); the one before the current stops working.
+    pub fn renew_certificate(
+        &mut self,
+        proof: &NodeProof,
+        request: &CertificateRequest,
+        now: Timestamp,
+    ) -> Result<IssuedCert, RenewError> {
+        let peer_id = self.authenticate(proof, true, true, now.0 / 1000)?;
+        let Some(rec) = self.peers.get(&peer_id) else {
+            return Err(RenewError::Auth(NodeAuthError::UnknownPeer));
+        };
+        let issued = request.issue(&rec.peer, now)?;
+        let serials = rec.cert_serials.rotated(issued.serial.clone());
+        self.conn
+            .prepare_cached(
+                "UPDATE peers SET cert_serial = ?2, prev_cert_serial = ?3 WHERE peer_id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![peer_id, serials.current, serials.previous]))
+            .map_err(StoreError::from)?;
+        if let Some(rec) = self.peers.get_mut(&peer_id) {
+            rec.cert_serials = serials;
+        }
+        Ok(issued)
+    }
+
+    /// Revokes every certificate of `peer_id`: its next request is refused and its streams
+    /// close. `false` when there is no such peer.
+    pub fn revoke_certificates(&mut self, peer_id: &str) -> Result<bool, StoreError> {
+        if !self.peers.contains_key(peer_id) {
+            return Ok(false);
+        }
+        self.conn.execute(
+            "UPDATE peers SET cert_serial = NULL, prev_cert_serial = NULL WHERE peer_id = ?1",
+            params![peer_id],
+        )?;
+        if let Some(rec) = self.peers.get_mut(peer_id) {
+            rec.cert_serials = CertSerials::default();
+        }
+        self.auth_generation += 1;
+        Ok(true)
     }
 
     /// Removes a peer now and frees its address. `None` when there is no such peer.
@@ -396,6 +506,7 @@ fn new_record(
         credential_hash: tokens::hash_secret(secret),
         allowed_tags,
         join_token_id,
+        cert_serials: CertSerials::default(),
     }
 }
 
@@ -412,14 +523,15 @@ fn write_peer(tx: &Transaction<'_>, rec: &PeerRecord) -> Result<(), StoreError> 
     tx.prepare_cached(
         "INSERT INTO peers (peer_id, public_key, subnet, display_name, tags, allowed_tags,
              endpoints, version, resources, credential_hash, joined_at, last_seen, online,
-             join_token_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+             join_token_id, cert_serial, prev_cert_serial)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
          ON CONFLICT (peer_id) DO UPDATE SET
              display_name = excluded.display_name, tags = excluded.tags,
              allowed_tags = excluded.allowed_tags, endpoints = excluded.endpoints,
              version = excluded.version, resources = excluded.resources,
              credential_hash = excluded.credential_hash, last_seen = excluded.last_seen,
-             online = excluded.online",
+             online = excluded.online, cert_serial = excluded.cert_serial,
+             prev_cert_serial = excluded.prev_cert_serial",
     )?
     .execute(params![
         p.peer_id,
@@ -436,6 +548,8 @@ fn write_peer(tx: &Transaction<'_>, rec: &PeerRecord) -> Result<(), StoreError> 
         ms(p.last_seen),
         p.online,
         rec.join_token_id,
+        rec.cert_serials.current,
+        rec.cert_serials.previous,
     ])?;
     Ok(())
 }
@@ -443,7 +557,8 @@ fn write_peer(tx: &Transaction<'_>, rec: &PeerRecord) -> Result<(), StoreError> 
 pub(super) fn load_all(conn: &Connection, mesh: Ipv6Prefix) -> Result<Vec<PeerRecord>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT peer_id, public_key, subnet, display_name, tags, allowed_tags, endpoints, version,
-                resources, credential_hash, joined_at, last_seen, online, join_token_id
+                resources, credential_hash, joined_at, last_seen, online, join_token_id,
+                cert_serial, prev_cert_serial
          FROM peers",
     )?;
     let mut rows = stmt.query([])?;
@@ -499,5 +614,9 @@ fn record_from_row(row: &Row<'_>, mesh: Ipv6Prefix) -> Result<PeerRecord, StoreE
         credential_hash,
         allowed_tags,
         join_token_id: row.get(13)?,
+        cert_serials: CertSerials {
+            current: row.get(14)?,
+            previous: row.get(15)?,
+        },
     })
 }

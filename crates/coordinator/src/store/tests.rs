@@ -25,16 +25,27 @@ fn request(key: u8) -> RegisterRequest {
         version: "0.1.0".into(),
         peer_credential: None,
         resources: None,
+        csr: None,
     }
 }
 
+/// A registration without mTLS: the proof of a known key is the credential in the body.
 fn command(req: RegisterRequest, token: Option<&str>) -> RegisterCommand {
     RegisterCommand {
+        proof: req
+            .peer_credential
+            .clone()
+            .map(crate::node_auth::NodeProof::Credential),
         request: req,
         join_token: token.map(str::to_string),
         open_join: false,
         alloc_start: 1,
+        certificate: None,
     }
+}
+
+fn cred_proof(c: &Option<String>) -> crate::node_auth::NodeProof {
+    crate::node_auth::NodeProof::Credential(c.clone().unwrap_or_default())
 }
 
 fn reusable_token(store: &mut Store) -> String {
@@ -70,7 +81,7 @@ fn register_persists_across_reopen() {
     assert_eq!(store.peer(&peer.peer_id), Some(&peer));
     // The credential still proves ownership after the restart.
     let mut again = request(1);
-    again.peer_credential = Some(cred.clone());
+    again.peer_credential = cred.clone();
     let reg = store.register(command(again, None), T0).unwrap();
     assert_eq!(reg.peer.ula, peer.ula);
     assert_eq!(reg.credential, cred);
@@ -142,7 +153,8 @@ fn heartbeat_events_and_unknown_credentials() {
         .unwrap();
     let plain = store
         .heartbeat(
-            &reg.credential,
+            &cred_proof(&reg.credential),
+            false,
             &HeartbeatRequest::default(),
             Timestamp(T0.0 + 10),
         )
@@ -157,14 +169,19 @@ fn heartbeat_events_and_unknown_credentials() {
         tags: vec![Tag::wasm(), Tag::docker()],
         ..Default::default()
     };
-    let out = store.heartbeat(&reg.credential, &retag, T0).unwrap();
+    let out = store
+        .heartbeat(&cred_proof(&reg.credential), false, &retag, T0)
+        .unwrap();
     assert_eq!(out.event.unwrap().kind, RosterEventKind::Updated);
     assert_eq!(out.revision, 2);
     let forged = crate::tokens::format_peer_credential(&reg.peer.peer_id, "forged");
     for bad in [forged.as_str(), "nonsense", ""] {
+        let proof = crate::node_auth::NodeProof::Credential(bad.to_string());
         assert!(matches!(
-            store.heartbeat(bad, &HeartbeatRequest::default(), T0),
-            Err(HeartbeatError::UnknownPeer)
+            store.heartbeat(&proof, false, &HeartbeatRequest::default(), T0),
+            Err(HeartbeatError::Auth(
+                crate::node_auth::NodeAuthError::UnknownPeer
+            ))
         ));
     }
     // Last-seen of the hot path survives a reopen.
@@ -315,7 +332,7 @@ fn shared_listing_serialises_exactly_like_the_wire_type() {
             .unwrap();
     }
     // A heartbeat and a liveness change refresh the cached JSON too.
-    let cred = store
+    let c = store
         .register(command(request(4), Some(&token)), T0)
         .unwrap()
         .credential;
@@ -323,7 +340,9 @@ fn shared_listing_serialises_exactly_like_the_wire_type() {
         tags: vec![Tag::docker()],
         ..Default::default()
     };
-    store.heartbeat(&cred, &retag, Timestamp(T0.0 + 1)).unwrap();
+    store
+        .heartbeat(&cred_proof(&c), false, &retag, Timestamp(T0.0 + 1))
+        .unwrap();
     let policy = LivenessPolicy {
         heartbeat_interval: Duration::from_secs(1),
         offline_after_missed: 1,
@@ -483,19 +502,88 @@ mod apps {
 
     #[test]
     fn peer_credentials_identify_peers() {
+        use crate::node_auth::{NodeAuthError, NodeProof};
         let dir = tempfile::tempdir().unwrap();
         let mut store = open(&dir);
         let token = reusable_token(&mut store);
         let n1 = join(&mut store, &token, 1, T0);
+        let good = n1.credential.clone().unwrap();
+        let auth = |store: &Store, c: &str| {
+            store.authenticate(&NodeProof::Credential(c.to_string()), false, false, 0)
+        };
+        assert_eq!(auth(&store, &good), Ok(n1.peer.peer_id.clone()));
+        for bad in [
+            "tbfp_nope_nope".to_string(),
+            format!("{good}x"),
+            String::new(),
+        ] {
+            assert_eq!(auth(&store, &bad), Err(NodeAuthError::UnknownPeer), "{bad}");
+        }
         assert_eq!(
-            store.peer_by_credential(&n1.credential),
-            Some(n1.peer.peer_id.clone())
+            store.authenticate(&NodeProof::Credential(good), true, false, 0),
+            Err(NodeAuthError::CredentialNotAccepted)
         );
-        assert_eq!(store.peer_by_credential("tbfp_nope_nope"), None);
+    }
+
+    #[test]
+    fn certificates_issued_at_registration_identify_the_peer_until_revoked() {
+        use crate::node_auth::{NodeAuthError, NodeProof};
+        use crate::store::CertificateRequest;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(&dir);
+        let token = reusable_token(&mut store);
+        let ca = std::sync::Arc::new(tabbify_pki::MeshCa::generate("test").unwrap());
+        let key = tabbify_pki::NodeKey::generate().unwrap();
+        let issue = CertificateRequest {
+            ca: ca.clone(),
+            csr: key.csr_pem().unwrap(),
+            ttl: Duration::from_secs(3600),
+        };
+        let mut cmd = command(request(7), Some(&token));
+        cmd.certificate = Some(issue.clone());
+        let reg = store.register(cmd, T0).unwrap();
+        assert_eq!(reg.credential, None, "no bearer credential with mTLS");
+        let cert = reg.certificate.unwrap();
+        let info = tabbify_pki::NodeCertInfo::parse_pem(&cert.chain_pem).unwrap();
+        let proof = NodeProof::Certificate {
+            peer_id: info.peer_id.clone(),
+            serial: info.serial.clone(),
+            not_after: info.not_after,
+        };
+        let now = T0.0 / 1000;
         assert_eq!(
-            store.peer_by_credential(&format!("{}x", n1.credential)),
-            None
+            store.authenticate(&proof, true, false, now),
+            Ok(reg.peer.peer_id.clone())
         );
-        assert_eq!(store.peer_by_credential(""), None);
+        // Survives a reopen.
+        drop(store);
+        let mut store = open(&dir);
+        store.verify_consistency().unwrap();
+        assert_eq!(
+            store.authenticate(&proof, true, false, now),
+            Ok(reg.peer.peer_id.clone())
+        );
+        // Two renewals later the first certificate no longer counts.
+        let renewed = store.renew_certificate(&proof, &issue, T0).unwrap();
+        assert_eq!(
+            store.authenticate(&proof, true, false, now),
+            Ok(reg.peer.peer_id.clone())
+        );
+        let second = NodeProof::Certificate {
+            peer_id: info.peer_id.clone(),
+            serial: renewed.serial.clone(),
+            not_after: renewed.not_after,
+        };
+        store.renew_certificate(&second, &issue, T0).unwrap();
+        assert!(matches!(
+            store.authenticate(&proof, true, false, now),
+            Err(NodeAuthError::Revoked { .. })
+        ));
+        assert!(store.revoke_certificates(&reg.peer.peer_id).unwrap());
+        assert!(matches!(
+            store.authenticate(&second, true, false, now),
+            Err(NodeAuthError::Revoked { .. })
+        ));
+        assert!(!store.revoke_certificates("nobody").unwrap());
     }
 }

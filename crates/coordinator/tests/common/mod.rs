@@ -26,9 +26,27 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// Starts the binary on `127.0.0.1:0` with `data_dir` and `extra` flags; waits for the
-    /// ready line. Logs go to `<data_dir>.log` (appended across restarts).
+    /// Starts the binary on `127.0.0.1:0` with `data_dir` and `extra` flags, serving plain
+    /// HTTP (`--insecure-no-mtls`, so tests of everything but TLS can use bearer credentials);
+    /// waits for the ready line. Logs go to `<data_dir>.log` (appended across restarts).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut args = vec!["--insecure-no-mtls"];
+        args.extend_from_slice(extra);
+        Self::start_with(data_dir, &args)
+    }
+
+    /// Starts it as operators do by default: TLS from the mesh CA, nodes by certificate. The
+    /// test client trusts the CA in the data dir.
+    pub fn start_tls(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with(data_dir, extra)
+    }
+
+    /// The mesh CA's PEM, from the data dir.
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("ca.crt")).unwrap()
+    }
+
+    fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -50,15 +68,25 @@ impl Coordinator {
             let log = std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default();
             panic!("coordinator did not become ready: {e}\n--- log ---\n{log}")
         });
-        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        let tls = url.starts_with("https://");
+        assert!(
+            url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"),
+            "{url}"
+        );
         let admin = std::fs::read_to_string(data_dir.join("admin-token"))
             .unwrap()
             .trim()
             .to_string();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(60));
+        if tls {
+            let ca = std::fs::read(data_dir.join("ca.crt")).unwrap();
+            let roots = tabbify_pki::pem::certificates(&ca, "ca.crt").unwrap();
+            let config =
+                tabbify_pki::tls::client_config(&tabbify_pki::ServerTrust::Roots(roots), None)
+                    .unwrap();
+            builder = builder.use_preconfigured_tls(config);
+        }
+        let http = builder.build().unwrap();
         Self {
             guard,
             url,
@@ -120,8 +148,15 @@ impl Coordinator {
         serde_json::from_value(json).unwrap()
     }
 
+    /// GETs as the operator (the roster is for members and operators only).
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> T {
-        let resp = self.http.get(self.url(path)).send().await.unwrap();
+        let resp = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
         resp.json().await.unwrap()
     }
@@ -138,19 +173,20 @@ impl Coordinator {
         resp.json().await.unwrap()
     }
 
-    /// Opens `GET /v1/mesh/watch`, with `since` as a query parameter or `Last-Event-ID`.
+    /// Opens `GET /v1/mesh/watch` as the operator, with `since` as a query parameter or
+    /// `Last-Event-ID`.
     pub async fn watch(&self, since: Option<u64>, as_last_event_id: bool) -> SseReader {
-        let mut req = self.http.get(self.url("/v1/mesh/watch"));
+        let mut req = self
+            .http
+            .get(self.url("/v1/mesh/watch"))
+            .bearer_auth(&self.admin);
         match (since, as_last_event_id) {
             (Some(rev), true) => req = req.header("Last-Event-ID", rev.to_string()),
             (Some(rev), false) => req = req.query(&[("since", rev)]),
             (None, _) => {}
         }
         // No overall timeout on a stream: reads are bounded by `next`.
-        let resp = reqwest::Client::new()
-            .execute(req.build().unwrap())
-            .await
-            .unwrap();
+        let resp = req.timeout(Duration::from_secs(3600)).send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         assert!(
             resp.headers()["content-type"]
@@ -186,6 +222,7 @@ pub fn request(key: PublicKeyB64, name: &str) -> RegisterRequest {
         version: "0.1.0".into(),
         peer_credential: None,
         resources: None,
+        csr: None,
     }
 }
 

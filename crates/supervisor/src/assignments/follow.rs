@@ -96,16 +96,17 @@ impl Follower {
             let Some(credential) = self.credential().await else {
                 return;
             };
+            let credential = credential.as_deref();
             // Without a set in hand, ask from scratch so the first event comes at once.
             let since = st.latest.as_ref().map(|s| s.revision);
-            let stream = match self.client.watch_assignments(&credential, since).await {
+            let stream = match self.client.watch_assignments(credential, since).await {
                 Ok(s) => {
                     backoff = Duration::from_millis(250);
                     s
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "cannot follow assignments");
-                    self.idle(&mut st, &mut done_rx, &credential, backoff).await;
+                    self.idle(&mut st, &mut done_rx, credential, backoff).await;
                     backoff = (backoff * 2).min(RECONNECT_CAP);
                     continue;
                 }
@@ -121,7 +122,7 @@ impl Follower {
                             st.persisted.revision = Some(set.revision);
                             st.latest = Some(set);
                             self.save(&st.persisted);
-                            self.step(&mut st, &credential).await;
+                            self.step(&mut st, credential).await;
                         }
                         Some(Err(e)) => {
                             tracing::warn!(error = %e, "assignment stream broke; reconnecting");
@@ -134,9 +135,9 @@ impl Follower {
                     },
                     Some(done) = done_rx.recv() => {
                         self.finish(&mut st, done);
-                        self.step(&mut st, &credential).await;
+                        self.step(&mut st, credential).await;
                     }
-                    _ = tick.tick() => self.step(&mut st, &credential).await,
+                    _ = tick.tick() => self.step(&mut st, credential).await,
                     changed = self.registered.changed() => {
                         if changed.is_err() {
                             return;
@@ -146,7 +147,7 @@ impl Follower {
                     }
                 }
             }
-            self.idle(&mut st, &mut done_rx, &credential, backoff).await;
+            self.idle(&mut st, &mut done_rx, credential, backoff).await;
         }
     }
 
@@ -155,7 +156,7 @@ impl Follower {
         &self,
         st: &mut LoopState,
         done_rx: &mut mpsc::UnboundedReceiver<Done>,
-        credential: &str,
+        credential: Option<&str>,
         wait: Duration,
     ) {
         let sleep = tokio::time::sleep(wait);
@@ -171,7 +172,9 @@ impl Follower {
         }
     }
 
-    async fn credential(&mut self) -> Option<String> {
+    /// Once registered: the peer credential to send (`Some(None)` with mTLS, where the client
+    /// certificate identifies the node).
+    async fn credential(&mut self) -> Option<Option<String>> {
         loop {
             if let Some(reg) = self.registered.borrow_and_update().as_ref() {
                 return Some(reg.peer_credential.clone());
@@ -254,7 +257,7 @@ impl Follower {
     }
 
     /// One reconcile: decide, start the tasks, then report.
-    async fn step(&self, st: &mut LoopState, credential: &str) {
+    async fn step(&self, st: &mut LoopState, credential: Option<&str>) {
         let Some(set) = st.latest.clone() else {
             return;
         };
@@ -317,13 +320,13 @@ impl Follower {
     }
 
     /// Tells the coordinator the state of every assignment-driven app.
-    async fn report(&self, st: &LoopState, credential: &str) {
+    async fn report(&self, st: &LoopState, credential: Option<&str>) {
         if let Ok(list) = self.apps.list().await {
             self.send_report(st, credential, &list).await;
         }
     }
 
-    async fn send_report(&self, st: &LoopState, credential: &str, list: &[AppInfo]) {
+    async fn send_report(&self, st: &LoopState, credential: Option<&str>, list: &[AppInfo]) {
         let assigned: BTreeMap<&AppName, &Assignment> = st
             .latest
             .iter()

@@ -52,6 +52,7 @@ impl MeshLab {
         let dir = tempfile::tempdir().unwrap();
         let lan = Lan::new(tag).unwrap();
         let coord_host = lan.add_host("coord").unwrap();
+        // As the spec writes it: the join token's CA pin makes the node talk TLS to it anyway.
         let coord_url = format!("http://{}:8888", coord_host.underlay_addr());
         let mut lab = MeshLab {
             lan,
@@ -70,7 +71,7 @@ impl MeshLab {
         let mut cmd = self
             .coord_host
             .command(bin_path("tabbify-coordinator").unwrap());
-        cmd.args(["--listen", "0.0.0.0:8888", "--insecure-no-mtls"])
+        cmd.args(["--listen", "0.0.0.0:8888"])
             .args(["--heartbeat-interval", "1s"])
             .args(&self.coord_args)
             .arg("--data-dir")
@@ -114,7 +115,7 @@ impl MeshLab {
     pub fn tcli(&self, args: &[&str]) -> String {
         let mut full = vec![
             "--coordinator".to_string(),
-            "http://127.0.0.1:8888".into(),
+            "https://127.0.0.1:8888".into(),
             "--admin-token-file".into(),
             self.admin_file.display().to_string(),
         ];

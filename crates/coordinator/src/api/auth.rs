@@ -1,0 +1,181 @@
+//! Who is calling: the operator (admin token), a node (its certificate, or with
+//! `--insecure-no-mtls` its peer credential), or nobody. Handlers ask for the kind of caller a
+//! route needs; a refusal is a 401 (or 404 `unknown_peer`, which tells a node to register again)
+//! with the reason.
+
+use super::error::ApiError;
+use super::extract::{Bearer, bearer};
+use crate::listener::PeerCertificate;
+use crate::node_auth::{NodeAuthError, NodeProof};
+use crate::service::Service;
+use axum::http::{HeaderMap, StatusCode};
+use std::sync::Arc;
+use tabbify_wire::ErrorCode;
+use tabbify_wire::mesh::PeerId;
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    tabbify_wire::Timestamp::now().0 / 1000
+}
+
+/// What the request carries to say it is a node. With mTLS only the certificate counts; a
+/// bearer value is then left for the admin check.
+pub(crate) fn node_proof(
+    svc: &Service,
+    cert: &PeerCertificate,
+    headers: &HeaderMap,
+) -> Option<NodeProof> {
+    if svc.mtls() {
+        cert.0.as_ref().map(|c| NodeProof::Certificate {
+            peer_id: c.peer_id.clone(),
+            serial: c.serial.clone(),
+            not_after: c.not_after,
+        })
+    } else {
+        match bearer(headers) {
+            Bearer::Value(v) if v.starts_with(crate::tokens::PEER_CREDENTIAL_PREFIX) => {
+                Some(NodeProof::Credential(v))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl From<NodeAuthError> for ApiError {
+    fn from(e: NodeAuthError) -> Self {
+        match e {
+            NodeAuthError::UnknownPeer => {
+                ApiError::new(StatusCode::NOT_FOUND, ErrorCode::UnknownPeer, e.to_string())
+            }
+            _ => ApiError::unauthorized(e.to_string()),
+        }
+    }
+}
+
+fn missing_node_proof(svc: &Service) -> ApiError {
+    if svc.mtls() {
+        ApiError::unauthorized(
+            "node routes need the node's client certificate (mTLS), issued at registration",
+        )
+    } else {
+        ApiError::unauthorized(
+            "node routes need `Authorization: Bearer <peer credential>` (returned by register)",
+        )
+    }
+}
+
+/// The node making this request, checked against the roster now.
+pub(crate) async fn calling_node(
+    svc: &Service,
+    cert: &PeerCertificate,
+    headers: &HeaderMap,
+) -> Result<(PeerId, NodeProof), ApiError> {
+    let proof = node_proof(svc, cert, headers).ok_or_else(|| missing_node_proof(svc))?;
+    let mtls = svc.mtls();
+    let p = proof.clone();
+    let peer = svc
+        .read(move |s| s.authenticate(&p, mtls, false, unix_now()))
+        .await??;
+    Ok((peer, proof))
+}
+
+/// Who may read the roster and app endpoints.
+#[derive(Debug, Clone)]
+pub(crate) enum Reader {
+    Admin,
+    Node(NodeProof),
+}
+
+impl Reader {
+    /// The identity open streams are tied to (`None`: the operator, never revoked this way).
+    pub(crate) fn proof(&self) -> Option<NodeProof> {
+        match self {
+            Reader::Admin => None,
+            Reader::Node(p) => Some(p.clone()),
+        }
+    }
+}
+
+/// The operator or a node of the mesh; anybody else gets a 401 saying what is needed.
+pub(crate) async fn require_reader(
+    svc: &Service,
+    cert: &PeerCertificate,
+    headers: &HeaderMap,
+) -> Result<Reader, ApiError> {
+    if let Some(proof) = node_proof(svc, cert, headers) {
+        let mtls = svc.mtls();
+        let p = proof.clone();
+        // A reader that is no (longer a) member is simply not authorised here.
+        svc.read(move |s| s.authenticate(&p, mtls, false, unix_now()))
+            .await?
+            .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+        return Ok(Reader::Node(proof));
+    }
+    match bearer(headers) {
+        Bearer::Value(v) if svc.is_admin(&v) => Ok(Reader::Admin),
+        Bearer::Value(_) => Err(ApiError::unauthorized(
+            "the bearer token is neither the admin token nor a credential this coordinator accepts",
+        )),
+        Bearer::Absent | Bearer::NotBearer => Err(ApiError::unauthorized(if svc.mtls() {
+            "the roster is readable by nodes of the mesh (client certificate) and operators \
+             (`Authorization: Bearer <admin token>`)"
+        } else {
+            "the roster is readable by nodes of the mesh (`Authorization: Bearer <peer \
+             credential>`) and operators (`Authorization: Bearer <admin token>`)"
+        })),
+    }
+}
+
+/// `stream`, ended as soon as `proof` stops identifying a peer of the roster (removed, purged,
+/// certificates revoked) or its certificate expires. `None` (the operator) never ends it.
+pub(crate) fn until_revoked<S>(
+    svc: Arc<Service>,
+    proof: Option<NodeProof>,
+    stream: S,
+) -> impl futures_util::Stream<Item = S::Item> + Send + 'static
+where
+    S: futures_util::Stream + Send + 'static,
+{
+    use futures_util::StreamExt;
+    let ended = async move {
+        let Some(proof) = proof else {
+            return std::future::pending::<()>().await;
+        };
+        let expiry = match &proof {
+            NodeProof::Certificate { not_after, .. } => Some(*not_after),
+            NodeProof::Credential(_) => None,
+        };
+        let expired = async move {
+            match expiry {
+                Some(at) => {
+                    let left = at.saturating_sub(unix_now());
+                    tokio::time::sleep(std::time::Duration::from_secs(left)).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::pin!(expired);
+        let mut generation = svc.watch_auth();
+        let mtls = svc.mtls();
+        loop {
+            tokio::select! {
+                () = &mut expired => {
+                    tracing::info!(peer = ?proof.claimed_peer(), "closing a stream: the node certificate expired");
+                    return;
+                }
+                changed = generation.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let p = proof.clone();
+                    let still = svc.read(move |s| s.authenticate(&p, mtls, false, unix_now())).await;
+                    if !matches!(still, Ok(Ok(_))) {
+                        tracing::info!(peer = ?proof.claimed_peer(), "closing a stream: its peer was removed or its certificate revoked");
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    stream.take_until(Box::pin(ended))
+}
