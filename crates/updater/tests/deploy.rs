@@ -26,7 +26,10 @@ fn deploy_units() -> Vec<(String, String)> {
         .iter()
         .map(|u| {
             let path = workspace_root().join(format!("deploy/systemd/{u}.service"));
-            (u.to_string(), std::fs::read_to_string(path).unwrap())
+            (
+                format!("{u}.service"),
+                std::fs::read_to_string(path).unwrap(),
+            )
         })
         .collect()
 }
@@ -135,7 +138,7 @@ fn install_script_stages_a_node_that_verifies() {
         .iter()
         .map(|u| {
             let p = root.join(format!("etc/systemd/system/{u}.service"));
-            (u.to_string(), std::fs::read_to_string(p).unwrap())
+            (format!("{u}.service"), std::fs::read_to_string(p).unwrap())
         })
         .collect();
     let warnings = verify_root(&root, &units);

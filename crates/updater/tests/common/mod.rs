@@ -6,6 +6,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod app;
+pub mod nix_cli;
 pub mod units;
 
 use axum::extract::{Path as UrlPath, State};
