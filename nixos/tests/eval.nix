@@ -1,103 +1,92 @@
-# Evaluates tabbify-node.nix against the stub lib and pkgs, with option values from
-# `settingsJson` (JSON, shaped like services.tabbify-node), and returns what NixOS would build
-# from it: the resolved config, each systemd service rendered as a unit file, and the scripts.
+# Evaluates tabbify-node.nix with nixpkgs' real module system (`lib.evalModules`) beside the NixOS
+# options it sets (nixos-options.nix) and a stub `pkgs` (stub-pkgs.nix), with option values from
+# `settingsJson` (JSON shaped like services.tabbify-node), then renders the systemd units the way
+# NixOS writes them.
 #
-#   nix-instantiate --eval --strict --json nixos/tests/eval.nix --argstr settingsJson '{}'
+#   nix-instantiate --eval --strict --json nixos/tests/eval.nix \
+#     --argstr nixpkgsLib /path/to/nixpkgs/lib --argstr settingsJson '{"enable":true}'
 #
-# Unknown settings, values of the wrong type and options without a description or type abort the
-# evaluation with a message.
-{ settingsJson ? "{}" }:
+# Unknown options and bad values abort with the module system's own messages; failed
+# `assertions` abort the way a NixOS system build does.
+{
+  nixpkgsLib,
+  settingsJson ? "{}",
+  hostName ? "node-a",
+}:
 let
-  lib = import ./stub-lib.nix;
-  pkgs = import ./stub-pkgs.nix;
+  lib = import nixpkgsLib;
+  pkgs = import ./stub-pkgs.nix { inherit lib; };
   settings = builtins.fromJSON settingsJson;
-  module = import ../tabbify-node.nix;
-  evaluated = module { inherit lib pkgs config; };
 
-  isOption = v: builtins.isAttrs v && (v._type or null) == "option";
-  showPath = path: builtins.concatStringsSep "." path;
-
-  # Option tree -> values: the setting when given, else the default; every value type-checked.
-  resolveOptions = path: opts: given:
-    let
-      unknown = builtins.filter (n: !(opts ? ${n})) (builtins.attrNames given);
-    in
-    if unknown != [ ] then
-      throw "unknown option ${showPath (path ++ [ (builtins.head unknown) ])}"
-    else
-      builtins.mapAttrs
-        (name: o:
-          let
-            p = path ++ [ name ];
-            has = given ? ${name};
-          in
-          if isOption o then
-            let v = if has then given.${name} else o.default; in
-            if !(o ? description) || !(o ? type) then
-              throw "option ${showPath p} has no description or type"
-            else if o.type.check v then v
-            else throw "option ${showPath p}: ${builtins.toJSON v} is not a ${o.type.name}"
-          else resolveOptions p o (if has then given.${name} else { }))
-        opts;
-
-  config = {
-    services.tabbify-node =
-      resolveOptions [ "services" "tabbify-node" ] evaluated.options.services.tabbify-node settings;
+  evaluate = modules: lib.evalModules {
+    modules = [
+      ./nixos-options.nix
+      { _module.args.pkgs = pkgs; networking.hostName = hostName; }
+    ] ++ modules;
   };
 
-  # mkIf / mkMerge as the module system applies them; packages (outPath) stay as they are.
-  resolve = v:
-    if builtins.isAttrs v && v ? _type then
-      (if v._type == "if" then (if v.condition then resolve v.content else null)
-       else if v._type == "merge" then
-         builtins.foldl' (a: b: a // b) { } (map resolve v.contents)
-       else throw "unknown _type ${v._type}")
-    else if builtins.isAttrs v && !(v ? outPath) then
-      let resolved = builtins.mapAttrs (_: resolve) v; in
-      builtins.removeAttrs resolved
-        (builtins.filter (n: resolved.${n} == null) (builtins.attrNames resolved))
-    else v;
+  evaluated = evaluate [
+    ../tabbify-node.nix
+    { services.tabbify-node = settings; }
+  ];
+  config = evaluated.config;
+  failed = map (a: a.message) (builtins.filter (a: !a.assertion) config.assertions);
+  checked =
+    if failed == [ ] then config
+    else throw "Failed assertions:\n${lib.concatMapStrings (m: "- ${m}\n") failed}";
 
-  final = resolve evaluated.config;
-  services = final.systemd.services or { };
+  # What the module can change on a system.
+  system = cfg: {
+    inherit (cfg.systemd) services timers;
+    tmpfiles = cfg.systemd.tmpfiles.rules;
+    kernelModules = cfg.boot.kernelModules;
+    sysctl = cfg.boot.kernel.sysctl;
+    docker = cfg.virtualisation.docker.enable;
+    firewall = cfg.networking.firewall;
+    systemPackages = cfg.environment.systemPackages;
+    assertions = cfg.assertions;
+  };
 
-  # A unit file the way NixOS writes one: list-valued dependencies space-separated,
-  # environment (with PATH from `path`) as Environment= lines, booleans as true/false.
-  render = svc:
-    let
-      str = v: if builtins.isBool v then (if v then "true" else "false") else toString v;
-      kv = k: v: if builtins.isList v then map (x: "${k}=${str x}") v else [ "${k}=${str v}" ];
-      section = title: attrs:
-        "[${title}]\n"
-        + builtins.concatStringsSep ""
-          (map (l: l + "\n")
-            (builtins.concatLists (lib.mapAttrsToList kv attrs)));
-      joined = name: field:
-        lib.optionalAttrs ((svc.${field} or [ ]) != [ ])
-          { ${name} = builtins.concatStringsSep " " svc.${field}; };
-      env = (svc.environment or { })
-        // lib.optionalAttrs (svc ? path)
-          { PATH = builtins.concatStringsSep ":" (map (p: "${p}/bin") svc.path); };
-      unit = { Description = svc.description; }
-        // joined "Wants" "wants" // joined "After" "after"
-        // joined "Before" "before" // joined "Requires" "requires"
-        // (svc.unitConfig or { });
-      service = svc.serviceConfig
-        // { Environment = lib.mapAttrsToList (k: v: "\"${k}=${toString v}\"") env; };
-      install = joined "WantedBy" "wantedBy";
-    in
-    section "Unit" unit + "\n" + section "Service" service
-    + (if install == { } then "" else "\n" + section "Install" install);
+  # Unit files as NixOS writes them: list values one line each, booleans true/false,
+  # dependencies space-separated, PATH from `path` plus NixOS's default service path.
+  value = v: if builtins.isBool v then (if v then "true" else "false") else toString v;
+  lines = attrs: builtins.concatLists (lib.mapAttrsToList
+    (k: v: if builtins.isList v then map (x: "${k}=${value x}") v else [ "${k}=${value v}" ])
+    attrs);
+  section = title: attrs: "[${title}]\n" + lib.concatMapStrings (l: l + "\n") (lines attrs);
+  joined = attrs: lib.filterAttrs (_: v: v != "")
+    (builtins.mapAttrs (_: builtins.concatStringsSep " ") attrs);
+  defaultPath = with pkgs; [ coreutils findutils gnugrep gnused config.systemd.package ];
+  servicePath = svc: lib.concatStringsSep ":"
+    (builtins.concatMap (p: [ "${p}/bin" "${p}/sbin" ]) (svc.path ++ defaultPath));
+  renderService = svc:
+    section "Unit" ({ Description = svc.description; } // joined {
+      Wants = svc.wants; Requires = svc.requires; After = svc.after; Before = svc.before;
+    } // svc.unitConfig)
+    + "\n"
+    + section "Service" ({
+      Environment = lib.mapAttrsToList (k: v: "\"${k}=${toString v}\"")
+        (svc.environment // { PATH = servicePath svc; });
+    } // svc.serviceConfig)
+    + lib.optionalString (svc.wantedBy != [ ]) ("\n" + section "Install" (joined { WantedBy = svc.wantedBy; }));
+  renderTimer = t:
+    section "Unit" ({ Description = t.description; } // t.unitConfig)
+    + "\n" + section "Timer" t.timerConfig
+    + lib.optionalString (t.wantedBy != [ ]) ("\n" + section "Install" (joined { WantedBy = t.wantedBy; }));
+  units = lib.mapAttrs' (n: s: lib.nameValuePair "${n}.service" (renderService s)) checked.systemd.services
+    // lib.mapAttrs' (n: t: lib.nameValuePair "${n}.timer" (renderTimer t)) checked.systemd.timers;
 
-  scripts = builtins.listToAttrs (builtins.concatLists (lib.mapAttrsToList
-    (name: svc:
-      let exec = svc.serviceConfig.ExecStart or null; in
-      lib.optional (builtins.isAttrs exec && (exec.isScript or false))
-        { name = exec.name; value = { path = exec.outPath; text = exec.text; }; })
-    services));
+  options = map (o: { inherit (o) name type readOnly; description = o.description or null; })
+    (lib.optionAttrSetToDocList evaluated.options.services.tabbify-node);
 in
 {
-  config = final;
-  units = builtins.mapAttrs (_: render) services;
-  inherit scripts;
+  system = system checked;
+  inherit units options;
+  settings = builtins.removeAttrs checked.services.tabbify-node [ "package" ];
+  package = {
+    path = "${checked.services.tabbify-node.package}";
+    flags = checked.services.tabbify-node.package.buildArgs.cargoBuildFlags;
+  };
+  # The same system without the module: what enable = false must leave untouched.
+  withoutModule = system (evaluate [ ]).config;
 }

@@ -19,6 +19,17 @@ pub enum Capability {
     Nix,
     /// `systemd-analyze` is on PATH (Debian's `systemd`).
     SystemdAnalyze,
+    /// nixpkgs' `lib` is on disk ([`nixpkgs_lib`]), for evaluating the NixOS module.
+    NixpkgsLib,
+}
+
+/// nixpkgs' `lib` directory: `$TABBIFY_NIXPKGS_LIB`, else the vendored copy beside the
+/// workspace (`../shared/vendor/nixpkgs-lib/lib`).
+pub fn nixpkgs_lib() -> std::path::PathBuf {
+    match std::env::var_os("TABBIFY_NIXPKGS_LIB") {
+        Some(p) => p.into(),
+        None => crate::workspace_root().join("../shared/vendor/nixpkgs-lib/lib"),
+    }
 }
 
 impl Capability {
@@ -54,6 +65,15 @@ impl Capability {
                 .then(|| "nix-instantiate is not installed (apt-get install nix-bin)".to_string()),
             Capability::SystemdAnalyze => (!command_ok("systemd-analyze", &["--version"]))
                 .then(|| "systemd-analyze is not installed (apt-get install systemd)".to_string()),
+            Capability::NixpkgsLib => {
+                let lib = nixpkgs_lib();
+                (!lib.join("default.nix").is_file()).then(|| {
+                    format!(
+                        "no nixpkgs lib at {} (set TABBIFY_NIXPKGS_LIB)",
+                        lib.display()
+                    )
+                })
+            }
         }
     }
 }

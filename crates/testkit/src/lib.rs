@@ -7,7 +7,7 @@ pub mod cluster;
 pub mod netns;
 pub mod process;
 
-pub use capability::{Capability, require};
+pub use capability::{Capability, nixpkgs_lib, require};
 pub use process::{ChildGuard, bin_path, processes_mentioning, read_ready_line, workspace_root};
 
 /// Skips the calling test (returns early) when `cap` is missing, unless `TABBIFY_REQUIRE_ALL=1`,

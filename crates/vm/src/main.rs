@@ -117,6 +117,7 @@ async fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour_on_stderr())
         .init();
     match Cli::parse().cmd {
         Cmd::KvmCheck => {
@@ -219,4 +220,11 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Colour in log lines only for a person at a terminal: the journal and `docker logs` get plain
+/// text, and `NO_COLOR` (set and not empty) turns colour off everywhere.
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

@@ -6,6 +6,8 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod app;
+pub mod nix_cli;
+pub mod units;
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
@@ -328,4 +330,15 @@ impl Drop for ManagedSupervisor {
             );
         }
     }
+}
+
+/// A release with the real tabbify-fetch, as the bootstraps expect to find it.
+pub fn publish_installable(server: &ReleaseServer, version: &str, fetch: Vec<u8>) {
+    let r = Release::new(version)
+        .file("tabbify-supervisor", supervisor_build(version))
+        .file("tabbify-fetch", std::fs::read(FETCH).unwrap())
+        .file("tabbify-update", std::fs::read(UPDATE).unwrap());
+    server.publish(version, &[&r], Some(b"kernel image"));
+    // What the server actually sends for tabbify-fetch (the manifest keeps the real hash).
+    server.put(&format!("{version}/tabbify-fetch"), fetch);
 }
