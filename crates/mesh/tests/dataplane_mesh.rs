@@ -6,12 +6,19 @@ mod dataplane_support;
 
 use dataplane_support::Mesh;
 use std::time::Duration;
+use tabbify_mesh::dataplane::Offloads;
 use tabbify_testkit::{Capability, require};
 
-#[test]
-fn three_nodes_ping_and_tcp_between_every_pair() {
+with_and_without_offload!(
+    three_nodes_ping_and_tcp_between_every_pair,
+    forged_inner_source_is_dropped_by_the_receiver
+);
+
+// `cfg(test)`: a test body (run by `with_and_without_offload!`), linted as one.
+#[cfg(test)]
+fn three_nodes_ping_and_tcp_between_every_pair(offload: bool) {
     require!(Capability::NetNs);
-    let mut mesh = Mesh::new("mpair", 3).unwrap();
+    let mut mesh = Mesh::with_offload("mpair", 3, offload).unwrap();
     mesh.full_mesh(None).unwrap();
     for a in 0..3 {
         for b in 0..3 {
@@ -25,6 +32,29 @@ fn three_nodes_ping_and_tcp_between_every_pair() {
             mesh.tcp_echo(a, b)
                 .unwrap_or_else(|e| panic!("TCP from node {a} to node {b}: {e:#}"));
         }
+    }
+    // A bulk transfer fills 64 KiB super-packets: with offload it crosses as GSO messages that
+    // the receiver's socket takes back glued (GRO); forced off, neither is used.
+    mesh.tcp_bulk(0, 1, 16 << 20).unwrap();
+    let sender = mesh.stats(0).unwrap();
+    let receiver = mesh
+        .wait_stats(1, Duration::from_secs(5), |s| {
+            s.peers.iter().map(|p| p.rx_bytes).sum::<u64>() > 16 << 20
+        })
+        .unwrap();
+    let all = Offloads {
+        tun: true,
+        udp_gso: true,
+        udp_gro: true,
+    };
+    if offload {
+        assert_eq!(sender.offload, all, "this kernel has every offload");
+        assert!(sender.gso_messages > 0, "{sender:?}");
+        assert!(receiver.gro_messages > 0, "{receiver:?}");
+    } else {
+        assert_eq!(sender.offload, Offloads::default());
+        assert_eq!((sender.gso_messages, receiver.gro_messages), (0, 0));
+        assert!(mesh.log(0).contains("offload forced off"));
     }
     // Every node saw a handshake with both peers and counted traffic both ways.
     for i in 0..3 {
@@ -41,10 +71,11 @@ fn three_nodes_ping_and_tcp_between_every_pair() {
     }
 }
 
-#[test]
-fn forged_inner_source_is_dropped_by_the_receiver() {
+// `cfg(test)`: a test body (run by `with_and_without_offload!`), linted as one.
+#[cfg(test)]
+fn forged_inner_source_is_dropped_by_the_receiver(offload: bool) {
     require!(Capability::NetNs);
-    let mut mesh = Mesh::new("mforge", 3).unwrap();
+    let mut mesh = Mesh::with_offload("mforge", 3, offload).unwrap();
     mesh.full_mesh(None).unwrap();
     assert!(mesh.ping_until(0, 1, Duration::from_secs(10)));
     // Let the stats file (rewritten every 250 ms) catch up with the honest ping.

@@ -19,6 +19,8 @@ pub enum Capability {
     Nix,
     /// `systemd-analyze` is on PATH (Debian's `systemd`).
     SystemdAnalyze,
+    /// `wireguard-go` and `wg` are on PATH (Debian's `wireguard-go` and `wireguard-tools`).
+    WireguardGo,
 }
 
 impl Capability {
@@ -54,6 +56,12 @@ impl Capability {
                 .then(|| "nix-instantiate is not installed (apt-get install nix-bin)".to_string()),
             Capability::SystemdAnalyze => (!command_ok("systemd-analyze", &["--version"]))
                 .then(|| "systemd-analyze is not installed (apt-get install systemd)".to_string()),
+            Capability::WireguardGo => (!(command_ok("wireguard-go", &["--version"])
+                && command_ok("wg", &["--version"])))
+            .then(|| {
+                "wireguard-go or wg is not installed (apt-get install wireguard-go wireguard-tools)"
+                    .to_string()
+            }),
         }
     }
 }
