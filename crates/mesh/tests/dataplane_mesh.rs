@@ -127,3 +127,29 @@ fn forged_inner_source_is_dropped_by_the_receiver(offload: bool) {
     let a_ula = mesh.nodes[0].ula;
     assert!(mesh.ping_addr(0, b_ula, Some(a_ula)));
 }
+
+#[test]
+fn gso_runs_the_underlay_refuses_go_out_one_datagram_at_a_time() {
+    require!(Capability::NetNs);
+    let mut mesh = Mesh::new("mgsomtu", 2).unwrap();
+    // An underlay MTU below our 1452-byte datagrams (a PPPoE-like link): the kernel refuses GSO
+    // messages whose segments exceed the path MTU, so each refused run is sent again datagram by
+    // datagram (fragmented by IP) and the transfer still arrives whole.
+    mesh.nodes[0]
+        .host
+        .exec_ok("ip", &["link", "set", "eth0", "mtu", "1400"])
+        .unwrap();
+    mesh.full_mesh(None).unwrap();
+    assert!(mesh.ping_until(0, 1, Duration::from_secs(10)));
+    mesh.tcp_bulk(0, 1, 8 << 20).unwrap();
+    let s = mesh.stats(0).unwrap();
+    assert!(
+        s.offload.udp_gso,
+        "a path-MTU refusal does not turn GSO off: {s:?}"
+    );
+    assert_eq!(s.gso_messages, 0, "every run was refused and resent: {s:?}");
+    // The other direction (full MTU) still uses GSO for its runs of ACKs.
+    mesh.tcp_bulk(1, 0, 8 << 20).unwrap();
+    mesh.wait_stats(1, Duration::from_secs(5), |s| s.gso_messages > 0)
+        .unwrap();
+}
