@@ -20,8 +20,8 @@ use super::gso;
 use super::link::Inbound;
 use super::offload::Offloads;
 use super::packet::{
-    DATA_OVERHEAD, HANDSHAKE_INIT_LEN, MSG_HANDSHAKE_INIT, WireMessage, classify, ipv6_destination,
-    peer_index_of,
+    DATA_OVERHEAD, HANDSHAKE_INIT_LEN, MSG_DATA, MSG_HANDSHAKE_INIT, WireMessage, classify,
+    ipv6_destination, peer_index_of,
 };
 use super::peer_table::{PeerTable, TableReader, TableSlot};
 use super::stats::PlaneCounters;
@@ -217,7 +217,15 @@ pub fn udp_to_tun(shared: Arc<Shared>) {
                     ready = 0;
                 }
                 let buf = &mut packets[ready];
-                buf.resize(HEADROOM + BUFFER_LEN, 0);
+                // A data message decrypts into less than its own length; anything else may
+                // answer a handshake and flush queued packets through the same buffer. Growing
+                // only as far as needed saves zeroing most of the buffer for every packet.
+                let need = if datagram.first() == Some(&MSG_DATA) {
+                    datagram.len()
+                } else {
+                    BUFFER_LEN
+                };
+                buf.resize(HEADROOM + need, 0);
                 if let Some(len) = receive_one(&shared, table, datagram, from, &mut buf[HEADROOM..])
                 {
                     buf.truncate(HEADROOM + len);
