@@ -163,21 +163,21 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-# best FILE COLUMN max|min -> "value n" or "n/a 0"
+# best FILE COLUMN max|min FORMAT -> "value n" or "n/a 0"
 best() {
-  local file=$WORK/$1 col=$2 how=$3
+  local file=$WORK/$1 col=$2 how=$3 fmt=$4
   [ -s "$file" ] || { echo "n/a 0"; return; }
-  awk -v c="$col" -v how="$how" '{ v = $c + 0; if (NR == 1 || (how == "max" ? v > b : v < b)) b = v }
-    END { printf "%.4g %d\n", b, NR }' "$file"
+  awk -v c="$col" -v how="$how" -v fmt="$fmt" '{ v = $c + 0; if (NR == 1 || (how == "max" ? v > b : v < b)) b = v }
+    END { printf fmt " %d\n", b, NR }' "$file"
 }
 
 declare -A V N
 for p in $PATHS; do
   for k in 1 4; do
-    read -r V[$p-tp$k] N[$p-tp$k] < <(best "$p-$k" 1 max)
-    read -r V[$p-cpu$k] N[$p-cpu$k] < <(best "$p-$k" 2 min)
+    read -r V[$p-tp$k] N[$p-tp$k] < <(best "$p-$k" 1 max %.0f)
+    read -r V[$p-cpu$k] N[$p-cpu$k] < <(best "$p-$k" 2 min %.2f)
   done
-  read -r V[$p-ping] N[$p-ping] < <(best "$p-ping" 1 min)
+  read -r V[$p-ping] N[$p-ping] < <(best "$p-ping" 1 min %.3f)
 done
 
 echo
