@@ -8,8 +8,8 @@
 #   mesh       `tabbify-mesh up` in each namespace (offload as the kernel allows), MTU 1420
 #   mesh-nooff the same with "offload": false (plain TUN, one datagram per system call slot)
 #   wg-go      wireguard-go (Debian package), same MTU, its own /48
-# Each round, for every path: iperf3 TCP with one stream and with four (-P 4), DURATION seconds
-# each, then COUNT pings at 10 ms intervals. CPU seconds per GiB moved = (iperf3 client + server
+# Each round: COUNT pings at 10 ms intervals over every path, then for every path iperf3 TCP with
+# one stream and with four (-P 4), DURATION seconds each. CPU seconds per GiB moved = (iperf3 client + server
 # CPU as iperf3 reports it + the tunnel processes' user+system time) / GiB received; softirq work
 # done in ksoftirqd is not counted for any path.
 # The summary gives the best of ROUNDS for each figure (highest throughput, lowest CPU/GiB,
@@ -154,12 +154,18 @@ run_ping() {
   return 0
 }
 
+# Pings first in each round, after a pause: right after a bulk transfer every path's latency is
+# several times its settled value, whichever path carried the transfer.
 for round in $(seq "$ROUNDS"); do
+  sleep 2
   for p in $PATHS; do
-    echo "round $round/$ROUNDS: $p" >&2
+    echo "round $round/$ROUNDS: ping $p" >&2
+    run_ping "$p"
+  done
+  for p in $PATHS; do
+    echo "round $round/$ROUNDS: iperf3 $p" >&2
     run_iperf "$p" 1
     run_iperf "$p" 4
-    run_ping "$p"
   done
 done
 
