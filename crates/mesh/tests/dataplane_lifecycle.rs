@@ -9,6 +9,11 @@ use nix::sys::signal::Signal;
 use std::time::Duration;
 use tabbify_testkit::{Capability, require};
 
+with_and_without_offload!(
+    sigterm_removes_the_tun_and_a_restart_reconnects,
+    sigkill_and_a_stale_persistent_tun_do_not_break_the_next_start
+);
+
 fn stop_with(mesh: &mut Mesh, i: usize, sig: Signal) -> std::process::ExitStatus {
     mesh.signal(i, sig).expect("signal the node");
     let mut guard = mesh.nodes[i].child.take().expect("node is running");
@@ -17,10 +22,11 @@ fn stop_with(mesh: &mut Mesh, i: usize, sig: Signal) -> std::process::ExitStatus
         .expect("node did not exit")
 }
 
-#[test]
-fn sigterm_removes_the_tun_and_a_restart_reconnects() {
+// `cfg(test)`: a test body (run by `with_and_without_offload!`), linted as one.
+#[cfg(test)]
+fn sigterm_removes_the_tun_and_a_restart_reconnects(offload: bool) {
     require!(Capability::NetNs);
-    let mut mesh = Mesh::new("lterm", 2).unwrap();
+    let mut mesh = Mesh::with_offload("lterm", 2, offload).unwrap();
     mesh.full_mesh(None).unwrap();
     assert!(mesh.ping_until(0, 1, Duration::from_secs(10)));
     assert!(mesh.has_tun(0));
@@ -38,10 +44,11 @@ fn sigterm_removes_the_tun_and_a_restart_reconnects() {
     mesh.tcp_echo(1, 0).unwrap();
 }
 
-#[test]
-fn sigkill_and_a_stale_persistent_tun_do_not_break_the_next_start() {
+// `cfg(test)`: a test body (run by `with_and_without_offload!`), linted as one.
+#[cfg(test)]
+fn sigkill_and_a_stale_persistent_tun_do_not_break_the_next_start(offload: bool) {
     require!(Capability::NetNs);
-    let mut mesh = Mesh::new("lkill", 2).unwrap();
+    let mut mesh = Mesh::with_offload("lkill", 2, offload).unwrap();
     mesh.full_mesh(None).unwrap();
     assert!(mesh.ping_until(0, 1, Duration::from_secs(10)));
 

@@ -7,12 +7,19 @@ use dataplane_support::Mesh;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tabbify_testkit::{Capability, require};
+
+with_and_without_offload!(
+    peers_added_and_removed_live_start_and_stop_traffic,
+    a_broken_config_on_reload_keeps_the_current_peers,
+    peers_follow_a_node_that_moves_to_a_new_underlay_address
+);
 use tabbify_wire::Endpoint;
 
-#[test]
-fn peers_added_and_removed_live_start_and_stop_traffic() {
+// `cfg(test)`: a test body (run by `with_and_without_offload!`), linted as one.
+#[cfg(test)]
+fn peers_added_and_removed_live_start_and_stop_traffic(offload: bool) {
     require!(Capability::NetNs);
-    let mut mesh = Mesh::new("ppeer", 3).unwrap();
+    let mut mesh = Mesh::with_offload("ppeer", 3, offload).unwrap();
     // Node 0 starts knowing only node 2; nodes 1 and 2 know everyone.
     mesh.write_config(0, &[2], None).unwrap();
     mesh.write_config(1, &[0, 2], None).unwrap();
@@ -48,10 +55,11 @@ fn peers_added_and_removed_live_start_and_stop_traffic() {
     assert!(s.dropped_unknown_peer >= 1, "{s:?}");
 }
 
-#[test]
-fn a_broken_config_on_reload_keeps_the_current_peers() {
+// `cfg(test)`: a test body (run by `with_and_without_offload!`), linted as one.
+#[cfg(test)]
+fn a_broken_config_on_reload_keeps_the_current_peers(offload: bool) {
     require!(Capability::NetNs);
-    let mut mesh = Mesh::new("pbroken", 2).unwrap();
+    let mut mesh = Mesh::with_offload("pbroken", 2, offload).unwrap();
     mesh.full_mesh(None).unwrap();
     assert!(mesh.ping_until(0, 1, Duration::from_secs(10)));
     std::fs::write(&mesh.nodes[0].config_path, b"{ not json").unwrap();
@@ -61,10 +69,11 @@ fn a_broken_config_on_reload_keeps_the_current_peers() {
     assert!(mesh.log(0).contains("reload failed"), "{}", mesh.log(0));
 }
 
-#[test]
-fn peers_follow_a_node_that_moves_to_a_new_underlay_address() {
+// `cfg(test)`: a test body (run by `with_and_without_offload!`), linted as one.
+#[cfg(test)]
+fn peers_follow_a_node_that_moves_to_a_new_underlay_address(offload: bool) {
     require!(Capability::NetNs);
-    let mut mesh = Mesh::new("proam", 3).unwrap();
+    let mut mesh = Mesh::with_offload("proam", 3, offload).unwrap();
     mesh.full_mesh(Some(1)).unwrap();
     assert!(mesh.ping_until(0, 1, Duration::from_secs(10)));
     assert!(mesh.ping_until(0, 2, Duration::from_secs(10)));

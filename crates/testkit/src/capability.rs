@@ -19,6 +19,8 @@ pub enum Capability {
     Nix,
     /// `systemd-analyze` is on PATH (Debian's `systemd`).
     SystemdAnalyze,
+    /// `wireguard-go` and `wg` are on PATH (Debian's `wireguard-go` and `wireguard-tools`).
+    WireguardGo,
     /// nixpkgs' `lib` is on disk ([`nixpkgs_lib`]), for evaluating the NixOS module.
     NixpkgsLib,
 }
@@ -74,6 +76,12 @@ impl Capability {
                     )
                 })
             }
+            Capability::WireguardGo => (!(command_ok("wireguard-go", &["--version"])
+                && command_ok("wg", &["--version"])))
+            .then(|| {
+                "wireguard-go or wg is not installed (apt-get install wireguard-go wireguard-tools)"
+                    .to_string()
+            }),
         }
     }
 }

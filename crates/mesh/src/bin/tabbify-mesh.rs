@@ -4,7 +4,8 @@
 //! - `up --config FILE.json` brings the TUN device and tunnels up, prints `tabbify-mesh up ...` on
 //!   stdout when ready, re-reads the peer list on SIGHUP (or when the file changes, with
 //!   `--watch-config`), optionally writes stats JSON every 250 ms (`--stats-file`), and shuts down
-//!   cleanly on SIGTERM / SIGINT, removing the TUN device.
+//!   cleanly on SIGTERM / SIGINT, removing the TUN device. Offload: the file's `offload` field,
+//!   else `TABBIFY_MESH_OFFLOAD` (`off` forces plain TUN and one datagram per message).
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -88,7 +89,7 @@ fn modified(path: &Path) -> Option<SystemTime> {
 async fn up(config_path: &Path, watch: bool, stats_file: Option<&Path>) -> Result<()> {
     let file = MeshConfigFile::load(config_path)?;
     let cfg = file.data_plane_config()?;
-    let plane = DataPlane::start(cfg.clone())
+    let plane = DataPlane::start_with(cfg.clone(), file.offload_policy())
         .await
         .context("starting the data plane")?;
     plane.set_peers(file.peer_configs());

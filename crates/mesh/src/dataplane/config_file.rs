@@ -3,6 +3,7 @@
 
 use super::config::{DEFAULT_MTU, DEFAULT_TUN_NAME, DataPlaneConfig, PeerConfig};
 use super::keys::{KeyTextError, decode_key};
+use super::offload::OffloadPolicy;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,10 @@ pub struct MeshConfigFile {
     pub mesh_prefix: Ipv6Prefix,
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// Segmentation offloads (TUN, UDP GSO/GRO): `false` forces them off, `true` uses what the
+    /// kernel has; absent defers to `TABBIFY_MESH_OFFLOAD` (default: on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<bool>,
     #[serde(default)]
     pub peers: Vec<PeerFileEntry>,
 }
@@ -89,6 +94,11 @@ impl MeshConfigFile {
         })
     }
 
+    /// The offload policy this file asks for (see [`MeshConfigFile::offload`]).
+    pub fn offload_policy(&self) -> OffloadPolicy {
+        OffloadPolicy::from_switch(self.offload)
+    }
+
     pub fn peer_configs(&self) -> Vec<PeerConfig> {
         self.peers
             .iter()
@@ -122,6 +132,10 @@ mod tests {
         let peers = f.peer_configs();
         assert_eq!(peers[0].endpoint, Some("10.0.0.2:51820".parse().unwrap()));
         assert_eq!(peers[0].persistent_keepalive, None);
+        assert_eq!(f.offload, None);
+        let off: MeshConfigFile =
+            serde_json::from_str(&text.replacen('{', r#"{"offload":false,"#, 1)).unwrap();
+        assert_eq!(off.offload_policy(), OffloadPolicy::Off);
     }
 
     #[test]

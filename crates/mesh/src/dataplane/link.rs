@@ -113,37 +113,53 @@ impl Link {
         }
     }
 
-    /// Encrypts one packet from the TUN device into `batch`'s next slot and queues it for the
-    /// peer's endpoint. The caller keeps the batch from being full and flushes it.
-    pub fn queue_packet(&self, packet: &[u8], batch: &mut DatagramBatch, udp: &UdpTransport) {
+    /// Encrypts packets `packet(0)`, `packet(1)`, ... `packet(count - 1)` from the TUN device for
+    /// this peer, under one lock, into `batch`'s next slots, queued for the peer's endpoint.
+    /// Stops early when the batch fills; returns how many packets it consumed (the caller
+    /// flushes and calls again with the rest).
+    pub fn queue_packets<'p>(
+        &self,
+        count: usize,
+        packet: impl Fn(usize) -> &'p [u8],
+        batch: &mut DatagramBatch,
+        udp: &UdpTransport,
+    ) -> usize {
         let mut st = self.lock();
         let Some(endpoint) = st.endpoint else {
             drop(st);
-            bump(&self.counters.dropped_no_endpoint, 1);
-            return;
+            bump(&self.counters.dropped_no_endpoint, count as u64);
+            return count;
         };
-        let slot = batch.next_slot();
-        let slot_start = slot.as_ptr();
-        let (len, is_data) = match st.tunn.encapsulate(packet, slot) {
-            TunnResult::WriteToNetwork(datagram) => {
-                debug_assert_eq!(datagram.as_ptr(), slot_start);
-                // Without a session boringtun queues the packet and hands back a handshake.
-                (datagram.len(), datagram.first() == Some(&MSG_DATA))
+        let (mut packets, mut bytes) = (0u64, 0u64);
+        let mut done = 0;
+        while done < count && !batch.is_full() {
+            let packet = packet(done);
+            done += 1;
+            let slot = batch.next_slot();
+            let slot_start = slot.as_ptr();
+            let (len, is_data) = match st.tunn.encapsulate(packet, slot) {
+                TunnResult::WriteToNetwork(datagram) => {
+                    debug_assert_eq!(datagram.as_ptr(), slot_start);
+                    // Without a session boringtun queues the packet and hands back a handshake.
+                    (datagram.len(), datagram.first() == Some(&MSG_DATA))
+                }
+                TunnResult::Err(e) => {
+                    tracing::debug!(error = ?e, "encapsulate failed");
+                    continue;
+                }
+                // Queued until the handshake completes.
+                _ => continue,
+            };
+            udp.queue(batch, len, &endpoint);
+            if is_data {
+                packets += 1;
+                bytes += packet.len() as u64;
             }
-            TunnResult::Err(e) => {
-                drop(st);
-                tracing::debug!(error = ?e, "encapsulate failed");
-                return;
-            }
-            // Queued until the handshake completes.
-            _ => return,
-        };
-        drop(st);
-        udp.queue(batch, len, &endpoint);
-        if is_data {
-            bump(&self.counters.tx_packets, 1);
-            bump(&self.counters.tx_bytes, packet.len() as u64);
         }
+        drop(st);
+        bump(&self.counters.tx_packets, packets);
+        bump(&self.counters.tx_bytes, bytes);
+        done
     }
 
     /// Decrypts one datagram from `from`, answers handshakes, flushes packets queued during a

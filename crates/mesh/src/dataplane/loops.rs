@@ -1,22 +1,27 @@
 //! The data plane's threads. Each owns its buffers (allocated once) and a cached peer table:
-//! - `tun_to_udp`: packets from the TUN device → route by destination → encrypt → UDP, a batch
-//!   per `sendmmsg`;
-//! - `udp_to_tun`: datagrams (a batch per `recvmmsg`) → find the peer (static key for handshakes, session index otherwise)
-//!   → decrypt → check the inner source against the peer's prefix → TUN device;
+//! - `tun_to_udp`: packets from the TUN device → route by destination → encrypt (each run of
+//!   packets for one peer under one lock) → UDP, a batch per `sendmmsg`, equal-sized datagrams
+//!   to one endpoint glued into `UDP_SEGMENT` messages when GSO is on;
+//! - `udp_to_tun`: messages (a batch per `recvmmsg`, each cut into datagrams when GRO glued
+//!   several) → find the peer (static key for handshakes, session index otherwise) → decrypt →
+//!   check the inner source against the peer's prefix → TUN device;
 //! - `timers`: every 250 ms, boringtun's timers for every peer, and the rate limiter's reset.
 //!
 //! With TUN offload the kernel hands over TCP segments of up to 64 KiB, which tun-rs splits into
-//! packets, and packets written back are coalesced per batch (GRO).
+//! packets, and packets written back are coalesced per batch (GRO). Packets keep their order
+//! end to end: one thread per direction, batches sent and written in the order they were read.
 //!
 //! Descriptors are non-blocking; a thread with nothing to read sleeps in `poll` next to the stop
 //! eventfd, so `shutdown` wakes and joins them promptly.
 
-use super::batch::{BATCH, DatagramBatch};
+use super::batch::DatagramBatch;
 use super::config::MAX_MTU;
+use super::gso;
 use super::link::Inbound;
+use super::offload::Offloads;
 use super::packet::{
-    DATA_OVERHEAD, HANDSHAKE_INIT_LEN, MSG_HANDSHAKE_INIT, WireMessage, classify, ipv6_destination,
-    peer_index_of,
+    DATA_OVERHEAD, HANDSHAKE_INIT_LEN, MSG_DATA, MSG_HANDSHAKE_INIT, WireMessage, classify,
+    ipv6_destination, peer_index_of,
 };
 use super::peer_table::{PeerTable, TableReader, TableSlot};
 use super::stats::PlaneCounters;
@@ -41,6 +46,15 @@ const ERROR_PAUSE: Duration = Duration::from_millis(50);
 const HEADROOM: usize = VIRTIO_NET_HDR_LEN;
 /// Largest packet a thread buffers: the MTU cap plus WireGuard's overhead and slack.
 const BUFFER_LEN: usize = MAX_MTU as usize + DATA_OVERHEAD + HANDSHAKE_INIT_LEN;
+/// Encrypted datagrams the TUN thread collects before sending: room for two 64 KiB
+/// super-packets' segments, so GSO messages come out full.
+const SEND_SLOTS: usize = IDEAL_BATCH_SIZE;
+/// Messages per `recvmmsg` when GRO may glue up to 64 KiB into each.
+const GRO_SLOTS: usize = 8;
+/// Messages per `recvmmsg` without GRO.
+const PLAIN_SLOTS: usize = 32;
+/// Decrypted packets written to the TUN device together (coalesced by tun-rs when offload is on).
+const TUN_WRITE_BATCH: usize = IDEAL_BATCH_SIZE;
 
 /// Everything the threads share. Read-only apart from atomics and the published table.
 pub struct Shared {
@@ -52,6 +66,28 @@ pub struct Shared {
     pub public: PublicKey,
     pub rate_limiter: Arc<RateLimiter>,
     pub counters: PlaneCounters,
+    /// Whether the TUN device has offload (virtio-net headers).
+    pub tun_offload: bool,
+}
+
+impl Shared {
+    /// The offloads in use now (UDP GSO can be turned off by the kernel's refusal).
+    pub fn offloads(&self) -> Offloads {
+        Offloads {
+            tun: self.tun_offload,
+            udp_gso: self.udp.gso(),
+            udp_gro: self.udp.gro(),
+        }
+    }
+
+    fn flush(&self, batch: &mut DatagramBatch) {
+        let gso_messages = self.udp.flush(batch);
+        if gso_messages > 0 {
+            self.counters
+                .gso_messages
+                .fetch_add(gso_messages as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 enum Next {
@@ -85,7 +121,7 @@ pub fn tun_to_udp(shared: Arc<Shared>) {
     let mut raw = vec![0u8; VIRTIO_NET_HDR_LEN + 65535];
     let mut packets = vec![vec![0u8; BUFFER_LEN]; IDEAL_BATCH_SIZE];
     let mut sizes = vec![0usize; IDEAL_BATCH_SIZE];
-    let mut batch = DatagramBatch::new(BUFFER_LEN);
+    let mut batch = DatagramBatch::with_slots(BUFFER_LEN, SEND_SLOTS);
     let fd = shared.tun.as_raw_fd();
     loop {
         // Keep reading while packets are queued, encrypting into the batch and sending it
@@ -100,7 +136,7 @@ pub fn tun_to_udp(shared: Arc<Shared>) {
                 continue;
             }
             Err(e) => {
-                shared.udp.flush(&mut batch);
+                shared.flush(&mut batch);
                 match on_read_error(&shared, fd, &e, "TUN") {
                     Next::Again => continue,
                     Next::Stop => return,
@@ -108,14 +144,31 @@ pub fn tun_to_udp(shared: Arc<Shared>) {
             }
         };
         let table = reader.current(&shared.slot);
-        for (packet, &size) in packets.iter().zip(&sizes).take(n) {
-            if batch.is_full() {
-                shared.udp.flush(&mut batch);
+        let packet = |i: usize| &packets[i][..sizes[i]];
+        let route = |i: usize| ipv6_destination(packet(i)).and_then(|dst| table.route(dst));
+        let mut i = 0;
+        while i < n {
+            let Some(entry) = route(i) else {
+                PlaneCounters::bump(&shared.counters.dropped_no_route);
+                i += 1;
+                continue;
+            };
+            // The run of packets for the same peer is encrypted under one lock.
+            let mut end = i + 1;
+            while end < n && route(end).is_some_and(|e| Arc::ptr_eq(&e.link, &entry.link)) {
+                end += 1;
             }
-            let packet = &packet[..size];
-            match ipv6_destination(packet).and_then(|dst| table.route(dst)) {
-                Some(entry) => entry.link.queue_packet(packet, &mut batch, &shared.udp),
-                None => PlaneCounters::bump(&shared.counters.dropped_no_route),
+            while i < end {
+                if batch.is_full() {
+                    shared.flush(&mut batch);
+                }
+                let start = i;
+                i += entry.link.queue_packets(
+                    end - start,
+                    |k| packet(start + k),
+                    &mut batch,
+                    &shared.udp,
+                );
             }
         }
     }
@@ -123,14 +176,24 @@ pub fn tun_to_udp(shared: Arc<Shared>) {
 
 pub fn udp_to_tun(shared: Arc<Shared>) {
     let mut reader = TableReader::new(&shared.slot);
-    let mut batch = DatagramBatch::new(BUFFER_LEN);
-    // Decrypted packets of one batch, each after room for the virtio header, written together so
-    // that consecutive TCP segments are coalesced (GRO) into one write.
-    let mut packets: Vec<Vec<u8>> = vec![vec![0u8; HEADROOM + BUFFER_LEN]; BATCH];
-    let mut gro = GROTable::new();
+    let gro = shared.udp.gro();
+    let mut batch = if gro {
+        DatagramBatch::with_slots(gso::GRO_BUFFER_LEN, GRO_SLOTS)
+    } else {
+        DatagramBatch::with_slots(BUFFER_LEN, PLAIN_SLOTS)
+    };
+    // Decrypted packets, each after room for the virtio header, written together so that
+    // consecutive TCP segments are coalesced (GRO) into one write.
+    let mut packets: Vec<Vec<u8>> = vec![vec![0u8; HEADROOM + BUFFER_LEN]; TUN_WRITE_BATCH];
+    let mut tun_gro = GROTable::new();
+    let write = |packets: &mut [Vec<u8>], tun_gro: &mut GROTable| {
+        if let Err(e) = shared.tun.send_multiple(tun_gro, packets, HEADROOM) {
+            tracing::debug!(error = %e, "TUN write failed");
+        }
+    };
     let fd = shared.udp.raw_fd();
     loop {
-        let n = match batch.recv(fd) {
+        let n = match batch.recv(fd, gro) {
             Ok(n) => n,
             Err(e) => match on_read_error(&shared, fd, &e, "UDP") {
                 Next::Again => continue,
@@ -140,24 +203,38 @@ pub fn udp_to_tun(shared: Arc<Shared>) {
         let table = reader.current(&shared.slot);
         let mut ready = 0;
         for i in 0..n {
-            let (datagram, from) = batch.received(i);
+            let (message, from, segment_size) = batch.received(i);
             let Some(from) = from else {
                 PlaneCounters::bump(&shared.counters.dropped_invalid);
                 continue;
             };
-            let buf = &mut packets[ready];
-            buf.resize(HEADROOM + BUFFER_LEN, 0);
-            if let Some(len) = receive_one(&shared, table, datagram, from, &mut buf[HEADROOM..]) {
-                buf.truncate(HEADROOM + len);
-                ready += 1;
+            if segment_size > 0 && message.len() > segment_size {
+                PlaneCounters::bump(&shared.counters.gro_messages);
+            }
+            for datagram in gso::segments(message, segment_size) {
+                if ready == packets.len() {
+                    write(&mut packets[..ready], &mut tun_gro);
+                    ready = 0;
+                }
+                let buf = &mut packets[ready];
+                // A data message decrypts into less than its own length; anything else may
+                // answer a handshake and flush queued packets through the same buffer. Growing
+                // only as far as needed saves zeroing most of the buffer for every packet.
+                let need = if datagram.first() == Some(&MSG_DATA) {
+                    datagram.len()
+                } else {
+                    BUFFER_LEN
+                };
+                buf.resize(HEADROOM + need, 0);
+                if let Some(len) = receive_one(&shared, table, datagram, from, &mut buf[HEADROOM..])
+                {
+                    buf.truncate(HEADROOM + len);
+                    ready += 1;
+                }
             }
         }
-        if ready > 0
-            && let Err(e) = shared
-                .tun
-                .send_multiple(&mut gro, &mut packets[..ready], HEADROOM)
-        {
-            tracing::debug!(error = %e, "TUN write failed");
+        if ready > 0 {
+            write(&mut packets[..ready], &mut tun_gro);
         }
     }
 }

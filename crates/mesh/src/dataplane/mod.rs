@@ -10,9 +10,11 @@ mod batch;
 pub mod config;
 pub mod config_file;
 pub mod error;
+mod gso;
 pub mod keys;
 mod link;
 mod loops;
+pub mod offload;
 pub mod packet;
 pub mod peer_plan;
 mod peer_table;
@@ -25,6 +27,7 @@ pub mod tun_device;
 
 pub use config::{DEFAULT_MTU, DEFAULT_TUN_NAME, DataPlaneConfig, PeerConfig};
 pub use error::DataPlaneError;
+pub use offload::{OffloadPolicy, Offloads};
 pub use peer_table::ApplySummary;
 pub use roster::peers_from_roster;
 pub use stats::{DataPlaneStats, PeerStats};
@@ -63,29 +66,42 @@ pub struct DataPlane {
 
 impl DataPlane {
     /// Binds the UDP port, creates the TUN device (replacing a stale one) and starts the packet
-    /// threads, with no peers yet.
+    /// threads, with no peers yet. Offload follows [`OffloadPolicy::from_env`].
     pub async fn start(cfg: DataPlaneConfig) -> Result<DataPlane, DataPlaneError> {
+        Self::start_with(cfg, OffloadPolicy::from_env()).await
+    }
+
+    /// [`start`](Self::start) with an explicit offload policy.
+    pub async fn start_with(
+        cfg: DataPlaneConfig,
+        offload: OffloadPolicy,
+    ) -> Result<DataPlane, DataPlaneError> {
         cfg.validate()?;
         // Socket, ioctls and key setup are blocking system calls: keep them off async workers.
-        tokio::task::spawn_blocking(move || Self::start_blocking(cfg))
+        tokio::task::spawn_blocking(move || Self::start_blocking(cfg, offload))
             .await
             .map_err(|_| DataPlaneError::ThreadPanicked)?
     }
 
-    /// [`start`](Self::start) for callers without an async runtime.
-    pub fn start_blocking(cfg: DataPlaneConfig) -> Result<DataPlane, DataPlaneError> {
+    /// [`start_with`](Self::start_with) for callers without an async runtime.
+    pub fn start_blocking(
+        cfg: DataPlaneConfig,
+        offload: OffloadPolicy,
+    ) -> Result<DataPlane, DataPlaneError> {
         cfg.validate()?;
-        let udp = transport::UdpTransport::bind(cfg.listen_port).map_err(|source| {
-            DataPlaneError::BindUdp {
-                port: cfg.listen_port,
-                source,
-            }
-        })?;
+        let udp =
+            transport::UdpTransport::bind_with(cfg.listen_port, offload).map_err(|source| {
+                DataPlaneError::BindUdp {
+                    port: cfg.listen_port,
+                    source,
+                }
+            })?;
         let local_port = udp.local_port().map_err(|source| DataPlaneError::BindUdp {
             port: cfg.listen_port,
             source,
         })?;
-        let tun = tun_device::create(&cfg)?;
+        let tun = tun_device::create(&cfg, offload)?;
+        let tun_offload = tun.tcp_gso();
         let secret = StaticSecret::from(cfg.private_key);
         let public = PublicKey::from(&secret);
         let rate_limiter = Arc::new(RateLimiter::new(&public, 2 * HANDSHAKES_PER_SECOND));
@@ -107,6 +123,7 @@ impl DataPlane {
             public,
             rate_limiter,
             counters: Default::default(),
+            tun_offload,
         });
         let mut plane = DataPlane {
             shared: shared.clone(),
@@ -132,6 +149,8 @@ impl DataPlane {
             tun = %cfg.tun_name,
             port = local_port,
             public_key = %keys::encode_key(&public.to_bytes()),
+            ?offload,
+            offloads = ?shared.offloads(),
             "data plane started"
         );
         Ok(plane)
@@ -164,6 +183,9 @@ impl DataPlane {
                 .load(Ordering::Relaxed),
             dropped_invalid: self.shared.counters.dropped_invalid.load(Ordering::Relaxed),
             cookies_sent: self.shared.counters.cookies_sent.load(Ordering::Relaxed),
+            offload: self.shared.offloads(),
+            gso_messages: self.shared.counters.gso_messages.load(Ordering::Relaxed),
+            gro_messages: self.shared.counters.gro_messages.load(Ordering::Relaxed),
             ..Default::default()
         };
         for entry in table.entries() {

@@ -1,6 +1,7 @@
 //! What the data plane reports about itself: per-peer traffic, handshakes, endpoints and drops.
 //! Serializable so the thin binary can expose it to tests and operators as JSON.
 
+use super::offload::Offloads;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tabbify_wire::{Endpoint, Ipv6Prefix, PublicKeyB64};
@@ -40,6 +41,15 @@ pub struct DataPlaneStats {
     pub dropped_source: u64,
     /// Cookie replies sent because handshakes arrived faster than the rate limit.
     pub cookies_sent: u64,
+    /// The segmentation offloads in use.
+    #[serde(default)]
+    pub offload: Offloads,
+    /// `UDP_SEGMENT` messages sent (each carrying several datagrams).
+    #[serde(default)]
+    pub gso_messages: u64,
+    /// Received messages in which `UDP_GRO` had glued several datagrams.
+    #[serde(default)]
+    pub gro_messages: u64,
 }
 
 /// Counters that belong to no single peer.
@@ -49,6 +59,8 @@ pub struct PlaneCounters {
     pub dropped_unknown_peer: AtomicU64,
     pub dropped_invalid: AtomicU64,
     pub cookies_sent: AtomicU64,
+    pub gso_messages: AtomicU64,
+    pub gro_messages: AtomicU64,
 }
 
 impl PlaneCounters {

@@ -6,10 +6,13 @@
 //! [`UdpTransport::send_to_endpoint`]: a relay endpoint would be one more match arm there.
 
 use super::batch::{DatagramBatch, for_socket};
+use super::gso;
+use super::offload::OffloadPolicy;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tabbify_wire::Endpoint;
 
 /// Socket buffer size asked for; bulk transfers stall on the kernel's small default.
@@ -18,11 +21,16 @@ const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 pub struct UdpTransport {
     socket: std::net::UdpSocket,
     dual_stack: bool,
+    /// `UDP_SEGMENT` in use; cleared (once, logged) if the kernel refuses to segment.
+    gso: AtomicBool,
+    /// `UDP_GRO` is on: received messages may hold several datagrams.
+    gro: bool,
 }
 
 impl UdpTransport {
-    /// Binds `port` (0: any free port) on every address.
-    pub fn bind(port: u16) -> io::Result<Self> {
+    /// Binds `port` (0: any free port) on every address and, when `policy` allows, turns on UDP GSO and GRO where the kernel has
+    /// them; a missing one is logged once and its plain fallback used.
+    pub fn bind_with(port: u16, policy: OffloadPolicy) -> io::Result<Self> {
         let (socket, dual_stack) = match Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
         {
             Ok(s) => {
@@ -40,10 +48,38 @@ impl UdpTransport {
         };
         grow_buffers(&socket);
         socket.set_cloexec(true)?;
+        let fd = socket.as_raw_fd();
+        let (gso, gro) = if policy.allows() {
+            let gso = gso::probe_gso(fd)
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "UDP GSO (UDP_SEGMENT) unavailable; sending one datagram per message")
+                })
+                .is_ok();
+            let gro = gso::enable_gro(fd)
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "UDP GRO (UDP_GRO) unavailable; receiving one datagram per message")
+                })
+                .is_ok();
+            (gso, gro)
+        } else {
+            (false, false)
+        };
         Ok(Self {
             socket: socket.into(),
             dual_stack,
+            gso: AtomicBool::new(gso),
+            gro,
         })
+    }
+
+    /// Whether sends use `UDP_SEGMENT` now.
+    pub fn gso(&self) -> bool {
+        self.gso.load(Ordering::Relaxed)
+    }
+
+    /// Whether received messages may carry several datagrams (`UDP_GRO`).
+    pub fn gro(&self) -> bool {
+        self.gro
     }
 
     pub fn local_port(&self) -> io::Result<u16> {
@@ -76,11 +112,20 @@ impl UdpTransport {
         }
     }
 
-    /// Sends everything queued in `batch`.
-    pub fn flush(&self, batch: &mut DatagramBatch) {
-        if !batch.is_empty() {
-            batch.send(self.socket.as_raw_fd());
+    /// Sends everything queued in `batch`; returns how many GSO messages carried it. A kernel
+    /// that refuses to segment (`EIO`: no checksum offload on the way out) turns GSO off for
+    /// good, logged once; the refused datagrams were already sent one by one.
+    pub fn flush(&self, batch: &mut DatagramBatch) -> usize {
+        if batch.is_empty() {
+            return 0;
         }
+        let report = batch.send(self.socket.as_raw_fd(), self.gso());
+        if let Some(e) = report.gso_unsupported
+            && self.gso.swap(false, Ordering::Relaxed)
+        {
+            tracing::warn!(error = %e, "the kernel refused UDP GSO; sending one datagram per message from now on");
+        }
+        report.gso_messages
     }
 }
 
@@ -150,17 +195,17 @@ mod tests {
 
     #[test]
     fn loopback_round_trip_reports_canonical_v4_sources() {
-        let a = UdpTransport::bind(0).unwrap();
-        let b = UdpTransport::bind(0).unwrap();
+        let a = UdpTransport::bind_with(0, OffloadPolicy::Off).unwrap();
+        let b = UdpTransport::bind_with(0, OffloadPolicy::Off).unwrap();
         let b_addr: SocketAddr = (Ipv4Addr::LOCALHOST, b.local_port().unwrap()).into();
         a.send_to_endpoint(b"hello", &Endpoint::Udp(b_addr))
             .unwrap();
-        let mut batch = DatagramBatch::new(64);
+        let mut batch = DatagramBatch::with_slots(64, 4);
         let mut got = None;
         for _ in 0..100 {
-            match batch.recv(b.raw_fd()) {
+            match batch.recv(b.raw_fd(), false) {
                 Ok(_) => {
-                    let (d, from) = batch.received(0);
+                    let (d, from, _) = batch.received(0);
                     got = Some((d.to_vec(), from));
                     break;
                 }
@@ -184,7 +229,7 @@ mod tests {
 
     #[test]
     fn binding_a_taken_port_fails() {
-        let a = UdpTransport::bind(0).unwrap();
-        assert!(UdpTransport::bind(a.local_port().unwrap()).is_err());
+        let a = UdpTransport::bind_with(0, OffloadPolicy::Off).unwrap();
+        assert!(UdpTransport::bind_with(a.local_port().unwrap(), OffloadPolicy::Auto).is_err());
     }
 }

@@ -5,6 +5,7 @@
 
 use super::config::DataPlaneConfig;
 use super::error::DataPlaneError;
+use super::offload::OffloadPolicy;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -16,22 +17,31 @@ use tun_rs::{DeviceBuilder, SyncDevice};
 const REATTACH_FLAGS: libc::c_int =
     libc::IFF_TUN | libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE | libc::IFF_VNET_HDR;
 
-/// Creates and configures the node's TUN device (non-blocking descriptor).
-pub fn create(cfg: &DataPlaneConfig) -> Result<SyncDevice, DataPlaneError> {
+/// Creates and configures the node's TUN device (non-blocking descriptor), with offload when
+/// `offload` allows and the kernel has it.
+pub fn create(cfg: &DataPlaneConfig, offload: OffloadPolicy) -> Result<SyncDevice, DataPlaneError> {
     let name = cfg.tun_name.as_str();
     clear_stale(name)?;
+    let plain = || {
+        build(cfg, false).map_err(|source| DataPlaneError::CreateTun {
+            name: name.into(),
+            source,
+        })
+    };
     // With offload (virtio-net headers) the kernel hands us TCP segments of up to 64 KiB and
     // takes coalesced ones back, instead of one system call per 1420-byte packet. Kernels or
     // sandboxes without it get the plain device.
-    let dev = match build(cfg, true) {
-        Ok(dev) => dev,
-        Err(e) => {
-            tracing::info!(tun = name, error = %e, "TUN offload unavailable; using plain TUN");
-            build(cfg, false).map_err(|source| DataPlaneError::CreateTun {
-                name: name.into(),
-                source,
-            })?
+    let dev = if offload.allows() {
+        match build(cfg, true) {
+            Ok(dev) => dev,
+            Err(e) => {
+                tracing::warn!(tun = name, error = %e, "TUN offload unavailable; using plain TUN");
+                plain()?
+            }
         }
+    } else {
+        tracing::info!(tun = name, "offload forced off; using plain TUN");
+        plain()?
     };
     let configure = |what: &'static str, source: io::Error| DataPlaneError::ConfigureTun {
         name: name.into(),

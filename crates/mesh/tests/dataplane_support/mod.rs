@@ -31,16 +31,45 @@ pub struct Node {
     pub child: Option<ChildGuard>,
 }
 
+/// Runs a test body `fn name(offload: bool)` twice: as `name::offload_on` (segmentation offload
+/// wherever the kernel has it) and `name::offload_off` (forced off: plain TUN, one datagram per
+/// message), so both data paths stay tested.
+#[macro_export]
+macro_rules! with_and_without_offload {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn offload_on() {
+                    super::$name(true)
+                }
+                #[test]
+                fn offload_off() {
+                    super::$name(false)
+                }
+            }
+        )*
+    };
+}
+
 pub struct Mesh {
     // Field order is drop order: processes before namespaces, namespaces before the temp dir.
     pub nodes: Vec<Node>,
     pub lan: Lan,
     pub dir: tempfile::TempDir,
+    /// The `offload` switch written into every node's config.
+    pub offload: bool,
 }
 
 impl Mesh {
-    /// `n` hosts on one LAN, node `i` owning `fd7a:7bf0:1:<i+1>::/64` with ULA `...::1`.
+    /// `n` hosts on one LAN, node `i` owning `fd7a:7bf0:1:<i+1>::/64` with ULA `...::1`, offload
+    /// on.
     pub fn new(tag: &str, n: usize) -> Result<Mesh> {
+        Self::with_offload(tag, n, true)
+    }
+
+    /// Like [`Mesh::new`], with every node's offload switch set to `offload`.
+    pub fn with_offload(tag: &str, n: usize, offload: bool) -> Result<Mesh> {
         let lan = Lan::new(tag)?;
         let dir = tempfile::tempdir()?;
         let mut nodes = Vec::new();
@@ -61,7 +90,12 @@ impl Mesh {
                 child: None,
             });
         }
-        Ok(Mesh { nodes, lan, dir })
+        Ok(Mesh {
+            nodes,
+            lan,
+            dir,
+            offload,
+        })
     }
 
     /// Writes node `i`'s config with `peers` (indices), each at its current underlay address.
@@ -75,6 +109,7 @@ impl Mesh {
             subnet: me.subnet,
             mesh_prefix: MESH_PREFIX.parse()?,
             mtu: 1420,
+            offload: Some(self.offload),
             peers: peers
                 .iter()
                 .map(|&p| {
@@ -278,6 +313,52 @@ impl Mesh {
             .map_err(|_| anyhow::anyhow!("server panicked"))??;
         if echoed != payload {
             bail!("echo came back different");
+        }
+        Ok(())
+    }
+
+    /// Sends `bytes` over TCP from node `client` to node `server` (ULA to ULA) and checks that
+    /// exactly those bytes arrived: enough to fill 64 KiB super-packets and GSO batches.
+    pub fn tcp_bulk(&self, client: usize, server: usize, bytes: usize) -> Result<()> {
+        let ula = self.nodes[server].ula;
+        let listener = self.nodes[server]
+            .host
+            .in_namespace(|| TcpListener::bind(SocketAddrV6::new(ula, 0, 0, 0)))??;
+        let addr = listener.local_addr()?;
+        let server_thread = std::thread::spawn(move || -> Result<(usize, u64)> {
+            let (mut s, _) = listener.accept()?;
+            s.set_read_timeout(Some(Duration::from_secs(20)))?;
+            let mut buf = vec![0u8; 256 * 1024];
+            let (mut total, mut sum) = (0usize, 0u64);
+            loop {
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    return Ok((total, sum));
+                }
+                for (k, b) in buf[..n].iter().enumerate() {
+                    sum = sum.wrapping_add(u64::from(*b) * ((total + k) as u64 % 65521 + 1));
+                }
+                total += n;
+            }
+        });
+        let payload: Vec<u8> = (0..bytes).map(|i| (i * 31 % 253) as u8).collect();
+        let expect_sum = payload.iter().enumerate().fold(0u64, |acc, (k, b)| {
+            acc.wrapping_add(u64::from(*b) * (k as u64 % 65521 + 1))
+        });
+        self.nodes[client].host.in_namespace(|| -> Result<()> {
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+            s.set_write_timeout(Some(Duration::from_secs(20)))?;
+            s.write_all(&payload)?;
+            s.shutdown(std::net::Shutdown::Write)?;
+            Ok(())
+        })??;
+        let (got, sum) = server_thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+        if got != bytes || sum != expect_sum {
+            bail!(
+                "sent {bytes} bytes, received {got} (checksum {sum:#x}, expected {expect_sum:#x})"
+            );
         }
         Ok(())
     }
