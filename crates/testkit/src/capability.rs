@@ -19,6 +19,8 @@ pub enum Capability {
     Nix,
     /// `systemd-analyze` is on PATH (Debian's `systemd`).
     SystemdAnalyze,
+    /// This network namespace forwards IPv4 (`net.ipv4.ip_forward = 1`, as Docker sets it).
+    Ipv4Forwarding,
 }
 
 impl Capability {
@@ -54,6 +56,13 @@ impl Capability {
                 .then(|| "nix-instantiate is not installed (apt-get install nix-bin)".to_string()),
             Capability::SystemdAnalyze => (!command_ok("systemd-analyze", &["--version"]))
                 .then(|| "systemd-analyze is not installed (apt-get install systemd)".to_string()),
+            Capability::Ipv4Forwarding => {
+                let on = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+                    .is_ok_and(|v| v.trim() == "1");
+                (!on).then(|| {
+                    "this host does not forward IPv4 (sysctl -w net.ipv4.ip_forward=1)".to_string()
+                })
+            }
         }
     }
 }
