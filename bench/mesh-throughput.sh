@@ -119,8 +119,12 @@ WG_MBPS=$MBPS WG_RTT=$RTT
 
 echo
 echo "wireguard-go: $(dpkg-query -W -f '${Version}' wireguard-go 2>/dev/null || echo unknown)   cores: $(nproc)   duration: ${DURATION}s"
-awk -v m="$MESH_MBPS" -v w="$WG_MBPS" -v r="$RAW_MBPS" -v mr="$MESH_RTT" -v wr="$WG_RTT" 'BEGIN {
-  if (w > 0) printf "throughput ratio mesh / wireguard-go: %.2fx\n", m / w;
-  if (r > 0) printf "throughput ratio mesh / raw veth:     %.2fx\n", m / r;
-  if (mr > 0) printf "latency ratio wireguard-go / mesh:    %.2fx (above 1: mesh is faster)\n", wr / mr;
+# A side that failed (no figure) makes its ratios n/a, never 0.00x.
+awk -v m="$MESH_MBPS" -v w="$WG_MBPS" -v r="$RAW_MBPS" -v mr="$MESH_RTT" -v wr="$WG_RTT" -v d="$DURATION" -v c="$COUNT" '
+function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2fx", a / b) : "n/a" }
+BEGIN {
+  printf "samples: throughput 1 iperf3 run of %ss per side; latency the mean of %d pings per side\n", d, c;
+  printf "throughput ratio mesh / wireguard-go: %s\n", ratio(m, w);
+  printf "throughput ratio mesh / raw veth:     %s\n", ratio(m, r);
+  printf "latency ratio wireguard-go / mesh:    %s (above 1: mesh is faster)\n", ratio(wr, mr);
 }'
