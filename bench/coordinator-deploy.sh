@@ -4,21 +4,26 @@
 #  1. deploy -> first 200: from the start of `tcli deploy -f tabbify.toml` (stage the artifact on
 #     the appsrv, create the app at the coordinator, the node pulls its assignment, fetches and
 #     verifies the artifact, starts a runner, reports it running; tcli waits for that) to the
-#     first HTTP 200 from the printed address. N runs (default 10), each a new app, so every run
-#     uploads, fetches and compiles afresh. Also printed: the same through the coordinator's
+#     first HTTP 200 from the printed address. N runs (default 10), each a new app with its own
+#     artifact (hello-wasm with a custom section naming the run appended, so its digest differs):
+#     every run uploads, fetches and compiles afresh, none hits the appsrv, the node's artifact
+#     cache or the compile cache. Also printed: the same through the coordinator's
 #     ingress, and the peer "tabbify-runner started by hand", measured by the supervisor's own
 #     deploy API in the same run (POST /v1/apps -> first 200), so the cost of the coordinator hop
 #     is visible as a ratio.
-#  2. re-place after a node loss: an app with one replica on node 1; node 1's supervisor and
-#     runners are SIGKILLed; measured until the replica runs on node 2 and answers 200. The
-#     figure is bounded below by the liveness settings (offline after 3 missed heartbeats of
+#  2. re-place after a node loss: an app with one replica on one node; that node's supervisor
+#     and runners are SIGKILLed; measured until the replica runs on the other node and answers
+#     200; the killed node is started again for the next round (REPLACE_RUNS rounds, default 3).
+#     The figure is bounded below by the liveness settings (offline after 3 missed heartbeats of
 #     HEARTBEAT, then --node-lost-grace GRACE), which are printed with it.
+#
+# Every figure says how many samples it is the median of.
 #
 # Two nodes run on loopback with the control plane only (`--dataplane off`, apps on 127.0.0.1):
 # the figures are about placement and the deploy path, not the WireGuard data plane
 # (bench/mesh-throughput.sh measures that).
 #
-#   bench/coordinator-deploy.sh [N=10]      env: HEARTBEAT=1s GRACE=2s
+#   bench/coordinator-deploy.sh [N=10]      env: HEARTBEAT=1s GRACE=2s REPLACE_RUNS=3
 #
 # Builds what it needs (release binaries, examples/hello-wasm). Needs curl and python3. Figures
 # go to stdout and to bench/out/coordinator-deploy.txt.
@@ -27,6 +32,8 @@ set -euo pipefail
 n="${1:-10}"
 heartbeat="${HEARTBEAT:-1s}"
 grace="${GRACE:-2s}"
+replace_runs="${REPLACE_RUNS:-3}"
+[ "$n" -ge 2 ] && [ "$replace_runs" -ge 2 ] || { echo "take at least 2 samples of each figure" >&2; exit 2; }
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 target="${CARGO_TARGET_DIR:-$root/target}"
@@ -60,6 +67,29 @@ wait_200() { # url [timeout_s]: polls until 200, every 2 ms
     done
 }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+# "median M ms of K runs (min..max)" for the numbers on stdin.
+summary() { sort -n | awk '{a[NR]=$1} END {m = (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2);
+    printf "median %s ms of %d runs (%s..%s)", m, NR, a[1], a[NR]}'; }
+# A copy of the component with a custom section naming $2 appended: valid, and a new digest.
+distinct_wasm() { # src tag -> path
+    local out="$work/wasm/$2.wasm"
+    mkdir -p "$work/wasm"
+    python3 - "$1" "$out" "$2" <<'PY'
+import sys
+src, out, tag = sys.argv[1], sys.argv[2], sys.argv[3]
+def leb(n):
+    b = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        b.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(b)
+name, payload = b"tabbify-bench-run", tag.encode()
+body = leb(len(name)) + name + payload
+open(out, "wb").write(open(src, "rb").read() + b"\x00" + leb(len(body)) + body)
+PY
+    echo "$out"
+}
 
 cport="$(free_port)"; aport="$(free_port)"
 RUST_LOG=warn "$bin/tabbify-coordinator" --listen "127.0.0.1:$cport" --data-dir "$work/coord" \
@@ -90,17 +120,18 @@ start_node() { # name
 }
 start_node n1
 
-manifest() { # name replicas
+manifest() { # name replicas component
     # The smallest reservation, so that every app of the run fits on one 2-core node.
     printf '[app]\nname = "%s"\nreplicas = %s\n\n[runtime]\nkind = "wasm"\ncomponent = "%s"\n\n[resources]\ncpus = 0.05\nmemory_mb = 32\n' \
-        "$1" "$2" "$wasm" > "$work/$1.toml"
+        "$1" "$2" "$3" > "$work/$1.toml"
     echo "$work/$1.toml"
 }
 
 say "coordinator-deploy: hello-wasm, $n deploys, $(nproc) cores, heartbeat $heartbeat, grace $grace, $(date -u +%FT%TZ)"
 totals=(); tclis=(); ingress=(); direct=()
 for i in $(seq 1 "$n"); do
-    m="$(manifest "bench-$i" 1)"
+    component="$(distinct_wasm "$wasm" "bench-$i")"
+    m="$(manifest "bench-$i" 1 "$component")"
     t0="$(now_ms)"
     url="$(tcli deploy -q -f "$m" --appsrv "$appsrv")"
     t1="$(now_ms)"
@@ -112,7 +143,8 @@ for i in $(seq 1 "$n"); do
     # The peer: the same component deployed on the node's own API (no coordinator, no appsrv).
     d0="$(now_ms)"
     resp="$(sed "s/name = \"bench-$i\"/name = \"direct-$i\"/" "$m" > "$work/direct.toml" && \
-        curl -s -F "manifest=@$work/direct.toml" -F "artifact=@$wasm" "http://127.0.0.1:${node_port[n1]}/v1/apps")"
+        curl -s -F "manifest=@$work/direct.toml" -F "artifact=@$(distinct_wasm "$wasm" "direct-$i")" \
+            "http://127.0.0.1:${node_port[n1]}/v1/apps")"
     durl="$(echo "$resp" | grep -o '"url":"[^"]*"' | cut -d'"' -f4)"
     wait_200 "$durl"
     d1="$(now_ms)"
@@ -122,32 +154,39 @@ m_total="$(printf '%s\n' "${totals[@]}" | median)"
 m_tcli="$(printf '%s\n' "${tclis[@]}" | median)"
 m_ingress="$(printf '%s\n' "${ingress[@]}" | median)"
 m_direct="$(printf '%s\n' "${direct[@]}" | median)"
-say "tcli deploy -> first 200 at the printed address: median ${m_total} ms (tcli returned after ${m_tcli} ms)"
-say "tcli deploy -> first 200 through the coordinator's ingress: median ${m_ingress} ms"
-say "peer, POST /v1/apps on the node -> first 200: median ${m_direct} ms"
-say "ratio whole path / node API: $(python3 -c "print(f'{$m_total/$m_direct:.2f}x')")"
+say "each run a distinct artifact: nothing cached on the appsrv, the node or the compile cache"
+say "tcli deploy -> first 200 at the printed address: $(printf '%s\n' "${totals[@]}" | summary) (tcli returned after a median ${m_tcli} ms)"
+say "tcli deploy -> first 200 through the coordinator's ingress: $(printf '%s\n' "${ingress[@]}" | summary)"
+say "peer, POST /v1/apps on the node -> first 200: $(printf '%s\n' "${direct[@]}" | summary)"
+say "ratio whole path / node API (medians): $(python3 -c "print(f'{$m_total/$m_direct:.2f}x')")"
 
-# Re-place after a node loss.
+# Re-place after a node loss, REPLACE_RUNS rounds: kill the node holding the replica, time the
+# move, start the killed node again for the next round.
 start_node n2
-m="$(manifest moving 1)"
-url="$(tcli deploy -q -f "$m" --appsrv "$appsrv")"
-wait_200 "$url"
-on="$(tcli app moving --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["replicas"][0]["node_name"])')"
-victim="$on"
-kill -9 "${node_pid[$victim]}"
-pkill -9 -f -- "--app-dir $work/$victim/" 2>/dev/null || true
-k0="$(now_ms)"
-while :; do
-    new="$(tcli app moving --json | python3 -c '
+replaced=()
+for r in $(seq 1 "$replace_runs"); do
+    m="$(manifest "moving-$r" 1 "$(distinct_wasm "$wasm" "moving-$r")")"
+    url="$(tcli deploy -q -f "$m" --appsrv "$appsrv")"
+    wait_200 "$url"
+    victim="$(tcli app "moving-$r" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["replicas"][0]["node_name"])')"
+    kill -9 "${node_pid[$victim]}"
+    pkill -9 -f -- "--app-dir $work/$victim/" 2>/dev/null || true
+    k0="$(now_ms)"
+    while :; do
+        new="$(tcli app "moving-$r" --json | python3 -c '
 import json,sys
 r = json.load(sys.stdin)["replicas"][0]
 print(r.get("node_name","-") if r.get("state") == "running" else "-", r.get("url",""))')"
-    node="${new%% *}"; nurl="${new#* }"
-    if [ "$node" != "-" ] && [ "$node" != "$victim" ]; then break; fi
-    [ $(( $(now_ms) - k0 )) -lt 120000 ] || { echo "not re-placed within 120 s" >&2; exit 1; }
-    sleep 0.02
+        node="${new%% *}"; nurl="${new#* }"
+        if [ "$node" != "-" ] && [ "$node" != "$victim" ]; then break; fi
+        [ $(( $(now_ms) - k0 )) -lt 120000 ] || { echo "not re-placed within 120 s" >&2; exit 1; }
+        sleep 0.02
+    done
+    wait_200 "$nurl"
+    k1="$(now_ms)"
+    replaced+=($((k1 - k0)))
+    say "re-place round $r: $victim killed -> serving on $node after $((k1 - k0)) ms"
+    start_node "$victim"
 done
-wait_200 "$nurl"
-k1="$(now_ms)"
-say "re-place after node loss ($victim killed) -> serving on $node: $((k1 - k0)) ms (floor: 3 missed heartbeats of $heartbeat + grace $grace)"
+say "re-place after node loss: $(printf '%s\n' "${replaced[@]}" | summary) (floor: 3 missed heartbeats of $heartbeat + grace $grace)"
 say "report: $report"

@@ -15,6 +15,7 @@ set -euo pipefail
 
 runs="${1:-5}"
 accel="${2:-tcg}"
+[ "$runs" -ge 2 ] || { echo "vm-boot.sh: take at least 2 runs" >&2; exit 2; }
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 target="${CARGO_TARGET_DIR:-$root/target}"
@@ -65,7 +66,10 @@ first_200() {
     echo "no 200 from $url" >&2
     return 1
 }
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
+median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -n | awk '{a[NR]=$1} END {if (NR) print (NR%2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
+count() { tr ' ' '\n' | grep -vc '^$' || true; }
+# a / b to one decimal, or n/a when either side has no figure (it failed or did not run).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.1fx", a / b; else printf "n/a" }'; }
 
 say "== hello-http boot to first 200 ($runs runs, accel=$accel)"
 say "kernel: $(cat "$root/target/vm/release" 2>/dev/null || echo "$kernel"), host: $(nproc) cpus, $(uname -r)"
@@ -94,7 +98,7 @@ vm_once() { # $1: run number; prints ms
     echo "$ms"
 }
 cold="$(vm_once 0)"
-say "microVM, cold (rootfs built): ${cold} ms   [$(sed -n 's/.*(\(rootfs.*\))/\1/p' "$work/vm-0.out")]"
+say "microVM, cold (rootfs built, 1 run): ${cold} ms   [$(sed -n 's/.*(\(rootfs.*\))/\1/p' "$work/vm-0.out")]"
 vm_ms=()
 for i in $(seq 1 "$runs"); do
     ms="$(vm_once "$i")"
@@ -104,43 +108,51 @@ done
 vm_med="$(echo "${vm_ms[*]}" | median)"
 
 # --- peers ----------------------------------------------------------------------------------------
+# A peer run that fails leaves no figure (and says why on stderr); the peer's median is over the
+# runs that answered, and its ratio is n/a when none did.
 proc_ms=()
 for i in $(seq 1 "$runs"); do
     start="$(now_ms)"
     PORT=18081 "$hello" > /dev/null 2>&1 &
     pid=$!
     pids+=("$pid")
-    proc_ms+=("$(first_200 http://127.0.0.1:18081/ "" "$start")")
-    kill "$pid"; wait "$pid" 2>/dev/null || true
+    ms="$(first_200 http://127.0.0.1:18081/ "" "$start")" && proc_ms+=("$ms")
+    kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
     pids=()
 done
 proc_med="$(echo "${proc_ms[*]}" | median)"
 
 docker_med=""
+docker_note="no Docker daemon"
+docker_ms=()
 if docker info >/dev/null 2>&1; then
     mkdir -p "$work/ctx"
     cp "$hello" "$work/ctx/hello-http"
     printf 'FROM scratch\nCOPY hello-http /hello-http\nENV PORT=8080\nENTRYPOINT ["/hello-http"]\n' > "$work/ctx/Dockerfile"
     tag="tabbify-bench-hello:$$"
-    docker build -q -t "$tag" "$work/ctx" >/dev/null 2>&1
-    docker_ms=()
-    for i in $(seq 1 "$runs"); do
-        container="tabbify-bench-$$-$i"
-        start="$(now_ms)"
-        docker run -d --rm --name "$container" -p 127.0.0.1:18082:8080 "$tag" >/dev/null
-        docker_ms+=("$(first_200 http://127.0.0.1:18082/ "" "$start")")
-        docker rm -f "$container" >/dev/null 2>&1 || true
-        container=""
-    done
-    docker rmi -f "$tag" >/dev/null 2>&1 || true
-    docker_med="$(echo "${docker_ms[*]}" | median)"
+    if docker build -q -t "$tag" "$work/ctx" >/dev/null 2>"$work/docker-build.err"; then
+        for i in $(seq 1 "$runs"); do
+            container="tabbify-bench-$$-$i"
+            start="$(now_ms)"
+            if docker run -d --rm --name "$container" -p 127.0.0.1:18082:8080 "$tag" >/dev/null; then
+                ms="$(first_200 http://127.0.0.1:18082/ "" "$start")" && docker_ms+=("$ms")
+            fi
+            docker rm -f "$container" >/dev/null 2>&1 || true
+            container=""
+        done
+        docker rmi -f "$tag" >/dev/null 2>&1 || true
+        docker_med="$(echo "${docker_ms[*]}" | median)"
+        docker_note="failed"
+    else
+        docker_note="docker build failed: $(tail -1 "$work/docker-build.err")"
+    fi
 fi
 
 say ""
-say "median boot-to-first-200:"
-say "  microVM ($accel, cached rootfs)   ${vm_med} ms"
-[ -n "$docker_med" ] && say "  docker run (peer)               ${docker_med} ms"
-say "  plain process (peer)            ${proc_med} ms"
-[ -n "$docker_med" ] && say "ratio microVM/docker: $(awk -v a="$vm_med" -v b="$docker_med" 'BEGIN {printf "%.1f", a / (b > 0 ? b : 1)}')x"
-say "ratio microVM/process: $(awk -v a="$vm_med" -v b="$proc_med" 'BEGIN {printf "%.1f", a / (b > 0 ? b : 1)}')x"
+say "median boot-to-first-200 (runs that answered / runs):"
+say "  microVM ($accel, cached rootfs)   ${vm_med} ms   ($(echo "${vm_ms[*]}" | count)/$runs)"
+say "  docker run (peer)               ${docker_med:-n/a ($docker_note)}${docker_med:+ ms}   ($(echo "${docker_ms[*]}" | count)/$runs)"
+say "  plain process (peer)            ${proc_med:-n/a (failed)}${proc_med:+ ms}   ($(echo "${proc_ms[*]}" | count)/$runs)"
+say "ratio microVM/docker: $(ratio "$vm_med" "$docker_med")"
+say "ratio microVM/process: $(ratio "$vm_med" "$proc_med")"
 say "(design figure, not measured here: Firecracker with KVM boots a minimal guest to init in ~125 ms)"

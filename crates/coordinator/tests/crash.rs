@@ -7,6 +7,7 @@ use common::*;
 use nix::sys::signal::Signal;
 use reqwest::StatusCode;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tabbify_wire::PublicKeyB64;
@@ -40,15 +41,28 @@ async fn sigkill_during_registrations_loses_nothing_acknowledged() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
+    // A worker ends when a request fails; that is expected only once the kill is under way, so
+    // a worker that ends before it reports why, and the test fails on it.
+    let killing = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for w in 0..32u64 {
-        let (acked, http, url, token) = (
+        let (acked, http, url, token, killing) = (
             acked.clone(),
             http.clone(),
             url.clone(),
             token.token.clone(),
+            killing.clone(),
         );
         workers.push(tokio::spawn(async move {
+            let early = |i: u64, what: String| -> Result<(), String> {
+                if killing.load(Ordering::SeqCst) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "worker {w}, registration {i}, before the kill: {what}"
+                    ))
+                }
+            };
             for i in 0.. {
                 let k = key(w * 1_000_000 + i);
                 let sent = http
@@ -57,15 +71,22 @@ async fn sigkill_during_registrations_loses_nothing_acknowledged() {
                     .json(&request(k.clone(), &format!("w{w}-{i}")))
                     .send()
                     .await;
-                let Ok(resp) = sent else { return };
-                if resp.status() != StatusCode::OK {
-                    return;
-                }
-                let Ok(body) = resp.json::<RegisterResponse>().await else {
-                    return;
+                let resp = match sent {
+                    Ok(resp) => resp,
+                    Err(e) => return early(i, format!("request failed: {e}")),
                 };
-                acked.lock().unwrap().push(Acked { key: k, resp: body });
+                let status = resp.status();
+                if status != StatusCode::OK {
+                    // A coordinator that answers at all answers a valid join with 200.
+                    let body = resp.text().await.unwrap_or_default();
+                    return Err(format!("worker {w}, registration {i}: {status} {body}"));
+                }
+                match resp.json::<RegisterResponse>().await {
+                    Ok(body) => acked.lock().unwrap().push(Acked { key: k, resp: body }),
+                    Err(e) => return early(i, format!("reading the answer: {e}")),
+                }
             }
+            Ok(())
         }));
     }
     // Let a few hundred land, then kill without warning while requests are in flight.
@@ -75,8 +96,13 @@ async fn sigkill_during_registrations_loses_nothing_acknowledged() {
             tokio::time::Instant::now() < deadline,
             "registrations too slow"
         );
+        if let Some(done) = workers.iter().position(|w| w.is_finished()) {
+            let ended = workers.swap_remove(done).await.unwrap();
+            panic!("a worker stopped before the kill: {ended:?}");
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    killing.store(true, Ordering::SeqCst);
     c.guard.signal(Signal::SIGKILL).unwrap();
     let status = c
         .guard
@@ -84,7 +110,7 @@ async fn sigkill_during_registrations_loses_nothing_acknowledged() {
         .expect("killed process exits");
     assert!(!status.success());
     for w in workers {
-        w.await.unwrap();
+        w.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 300);

@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use std::collections::HashSet;
 use std::net::Ipv6Addr;
 use std::sync::Arc;
+use tabbify_testkit::metrics::Exposition;
 use tabbify_wire::ErrorCode;
 use tabbify_wire::Tag;
 use tabbify_wire::health::CoordinatorHealth;
@@ -527,14 +528,31 @@ async fn metrics_count_what_happened() {
         .text()
         .await
         .unwrap();
-    for line in [
-        "tabbify_coordinator_registrations_total{outcome=\"joined\"} 1",
-        "tabbify_coordinator_registrations_total{outcome=\"refused\"} 1",
-        "tabbify_coordinator_heartbeats_total{outcome=\"ok\"} 3",
-        "tabbify_coordinator_peers_online 1",
-        "tabbify_coordinator_watch_subscribers 0",
+    let metrics = Exposition::parse(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+    for (name, labels, want) in [
+        (
+            "tabbify_coordinator_registrations_total",
+            &[("outcome", "joined")][..],
+            1.0,
+        ),
+        (
+            "tabbify_coordinator_registrations_total",
+            &[("outcome", "refused")],
+            1.0,
+        ),
+        (
+            "tabbify_coordinator_heartbeats_total",
+            &[("outcome", "ok")],
+            3.0,
+        ),
+        ("tabbify_coordinator_peers_online", &[], 1.0),
+        ("tabbify_coordinator_watch_subscribers", &[], 0.0),
     ] {
-        assert!(text.contains(line), "missing {line:?} in\n{text}");
+        assert_eq!(
+            metrics.value(name, labels),
+            Some(want),
+            "{name}{labels:?} in\n{text}"
+        );
     }
 }
 

@@ -301,10 +301,40 @@ mod tests {
         }
     }
 
+    /// Parses 64 hex digits; the vectors below are written out as in RFC 7748.
+    fn hex32(s: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+        }
+        out
+    }
+
     #[test]
-    fn public_key_matches_boringtun_derivation() {
-        let id = MeshIdentity::from_secret([9u8; 32]);
-        let expect = PublicKey::from(&StaticSecret::from([9u8; 32]));
-        assert_eq!(id.public_key().as_bytes(), expect.as_bytes());
+    fn public_key_is_the_x25519_public_key_of_the_rfc_7748_vectors() {
+        // RFC 7748 section 6.1: Alice's and Bob's private keys and the public keys they give,
+        // and the same public keys in the base64 WireGuard and the coordinator use.
+        let vectors = [
+            (
+                "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
+                "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a",
+                "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=",
+            ),
+            (
+                "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb",
+                "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f",
+                "3p7bfXt9wbTTW2HC7OQ1Nz+DQ8hbeGdNrfx+FG+IK08=",
+            ),
+        ];
+        for (private, public, public_b64) in vectors {
+            let id = MeshIdentity::from_secret(hex32(private));
+            assert_eq!(id.public_key().as_bytes(), &hex32(public), "{private}");
+            assert_eq!(id.public_key().as_str(), public_b64);
+            assert_eq!(
+                id.private_key_bytes(),
+                hex32(private),
+                "the key kept as given"
+            );
+        }
     }
 }

@@ -5,7 +5,7 @@ mod dataplane_support;
 
 use dataplane_support::Mesh;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tabbify_testkit::{Capability, require};
 
 with_and_without_offload!(
@@ -64,9 +64,24 @@ fn a_broken_config_on_reload_keeps_the_current_peers(offload: bool) {
     assert!(mesh.ping_until(0, 1, Duration::from_secs(10)));
     std::fs::write(&mesh.nodes[0].config_path, b"{ not json").unwrap();
     mesh.reload(0).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !mesh.log(0).contains("reload failed") {
+        assert!(
+            Instant::now() < deadline,
+            "the failed reload was not reported:\n{}",
+            mesh.log(0)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The reload has been handled (and refused): the peers from before still carry traffic.
+    assert_eq!(
+        mesh.stats_from_now(0, Duration::from_secs(5))
+            .unwrap()
+            .peers
+            .len(),
+        1
+    );
     assert!(mesh.ping(0, 1));
-    assert!(mesh.log(0).contains("reload failed"), "{}", mesh.log(0));
 }
 
 // `cfg(test)`: a test body (run by `with_and_without_offload!`), linted as one.

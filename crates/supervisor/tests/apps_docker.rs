@@ -19,7 +19,6 @@ mod apps_support;
 use apps_support::docker::*;
 use apps_support::*;
 use std::process::Command;
-use std::time::{Duration, Instant};
 use tabbify_testkit::{Capability, require};
 use tabbify_wire::node_apps::AppState;
 
@@ -189,8 +188,8 @@ fn a_missing_image_and_a_command_that_exits_at_once_are_clear_errors_then_crashl
     let dn = DockerNode::start(&[]);
     let missing = format!("tabbify-test/missing:{}", unique("m"));
 
-    // At deploy: the deploy answers with the reason at once, and nothing is left.
-    let began = Instant::now();
+    // At deploy: the deploy answers with the reason (the daemon's own "no such image", not a
+    // failed pull, which would name the registry), and nothing is left.
     let (status, body) = deploy(
         dn.node.api(),
         &docker_manifest("dk-missing", &missing, ""),
@@ -208,10 +207,7 @@ fn a_missing_image_and_a_command_that_exits_at_once_are_clear_errors_then_crashl
         )) && msg.contains("docker save"),
         "{msg}"
     );
-    assert!(
-        began.elapsed() < Duration::from_secs(15),
-        "no pull, no hang"
-    );
+    assert!(!msg.contains("registry"), "no pull: {msg}");
 
     let image = dn.build_image("exits", "[\"/bin/hello-http\"]");
     let (status, body) = deploy(

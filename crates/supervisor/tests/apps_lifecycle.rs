@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tabbify_testkit::metrics::Exposition;
 use tabbify_wire::node_apps::AppState;
 
 #[test]
@@ -114,20 +115,41 @@ fn deploy_serve_log_kill_stop_start_delete() {
             let _ = tx.send(line);
         }
     });
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(curl_get(&format!("{}followed", app.url)).0, 404);
+    // When the stream is attached is not visible from here: request /probe-1, /probe-2, … until
+    // one shows up in it; then a request made after that must show up too.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = Vec::new();
-    while !seen
-        .iter()
-        .any(|l: &String| l.contains("Method::Get /followed"))
-    {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => seen.push(line),
-            Err(_) => panic!("the followed log did not show the request: {seen:?}"),
+    let mut seen: Vec<String> = Vec::new();
+    let recv_until = |seen: &mut Vec<String>, what: &str, until: Instant| -> bool {
+        loop {
+            if seen.iter().any(|l| l.contains(what)) {
+                return true;
+            }
+            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(line) => seen.push(line),
+                Err(_) => return false,
+            }
         }
+    };
+    for n in 1.. {
+        assert_eq!(curl_get(&format!("{}probe-{n}", app.url)).0, 404);
+        let soon = (Instant::now() + Duration::from_millis(200)).min(deadline);
+        if recv_until(&mut seen, "Method::Get /probe-", soon) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the followed log never showed a request: {seen:?}"
+        );
     }
+    assert_eq!(curl_get(&format!("{}followed", app.url)).0, 404);
+    assert!(
+        recv_until(
+            &mut seen,
+            "Method::Get /followed",
+            Instant::now() + Duration::from_secs(10)
+        ),
+        "the followed log did not show the request: {seen:?}"
+    );
 
     // Delete: no process, no file, 404 afterwards; the log stream ends.
     let (status, _) = node.delete(&format!("/v1/apps/{id}"));
@@ -235,11 +257,13 @@ fn metrics_count_apps_by_state_and_their_restarts() {
     let id = app.app_id.to_string();
     let (status, text) = curl_get(&format!("{}/metrics", node.api()));
     assert_eq!(status, 200);
-    assert!(
-        text.contains("tabbify_node_apps{state=\"running\"} 1"),
+    let metrics = Exposition::parse(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+    assert_eq!(
+        metrics.value("tabbify_node_apps", &[("state", "running")]),
+        Some(1.0),
         "{text}"
     );
-    assert!(text.contains("tabbify_node_info{"), "{text}");
+    assert_eq!(metrics.named("tabbify_node_info").len(), 1, "{text}");
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
     // kill -9 its runner: the policy's restart shows up.
     let pid = app.runner_pid.unwrap();
@@ -251,8 +275,13 @@ fn metrics_count_apps_by_state_and_their_restarts() {
         a.restart.restarts == 1 && a.state == AppState::Running
     });
     let (_, text) = curl_get(&format!("{}/metrics", node.api()));
-    assert!(
-        text.contains("tabbify_node_app_restarts_total{app=\"counted\",runtime=\"wasm\"} 1"),
+    let metrics = Exposition::parse(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+    assert_eq!(
+        metrics.value(
+            "tabbify_node_app_restarts_total",
+            &[("app", "counted"), ("runtime", "wasm")]
+        ),
+        Some(1.0),
         "{text}"
     );
     assert_eq!(node.delete(&format!("/v1/apps/{id}")).0, 204);

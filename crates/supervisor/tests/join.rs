@@ -284,27 +284,77 @@ fn tells_systemd_it_is_ready_after_joining() {
     use std::os::unix::net::UnixDatagram;
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
-    let coord = CoordinatorProc::start(&dir.path().join("coord"), "127.0.0.1:0", &[]).unwrap();
-    let token = reusable_token(&rt, &coord);
+    // The coordinator is down while the node starts: make a token, stop it, restart it later on
+    // the same address.
+    let coord_dir = dir.path().join("coord");
+    let (token, addr) = {
+        let c = CoordinatorProc::start(&coord_dir, "127.0.0.1:0", &[]).unwrap();
+        (reusable_token(&rt, &c), c.addr().to_string())
+    };
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let mut o = opts(&coord, "notified", &token);
+    let mut o = SupervisorOpts {
+        coordinator: Some(format!("http://{addr}")),
+        name: Some("notified".into()),
+        join_token: Some(token),
+        args: vec![
+            "--join-backoff-cap".into(),
+            "1s".into(),
+            "--dataplane".into(),
+            "off".into(),
+        ],
+        ..Default::default()
+    };
     o.env
         .push(("NOTIFY_SOCKET".into(), sock_path.display().to_string()));
     o.env.push(("WATCHDOG_USEC".into(), "400000".into()));
     let node = SupervisorProc::start(&dir.path().join("n"), &o).unwrap();
     let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline && !(seen.contains("READY=1") && seen.contains("WATCHDOG=1")) {
-        let n = sock.recv(&mut buf).unwrap();
+    let recv = |seen: &mut String| {
+        let mut buf = [0u8; 4096];
+        let n = sock.recv(&mut buf).expect("a notification within 20 s");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
         seen.push('\n');
+    };
+
+    // Up, serving its API, and failing to join: it tells systemd nothing but watchdog pets.
+    let h = wait_for(Duration::from_secs(20), "a failed join attempt", || {
+        let h = health(&rt, &node);
+        h.mesh_error.is_some().then_some(h)
+    });
+    assert_eq!(h.mesh, MeshState::Joining);
+    // Everything it sent so far is queued on the socket in order: read two pets more than
+    // are queued now, so whatever came before them (a READY too) has been read.
+    let mut queued = String::new();
+    sock.set_nonblocking(true).unwrap();
+    loop {
+        let mut buf = [0u8; 4096];
+        match sock.recv(&mut buf) {
+            Ok(n) => queued.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+        queued.push('\n');
     }
-    assert!(seen.contains("READY=1"), "{seen}");
-    assert!(seen.contains("WATCHDOG=1"), "{seen}");
+    sock.set_nonblocking(false).unwrap();
+    seen.push_str(&queued);
+    let mut later = String::new();
+    while later.matches("WATCHDOG=1").count() < 2 {
+        recv(&mut later);
+    }
+    seen.push_str(&later);
+    assert!(!seen.contains("READY=1"), "READY before joining: {seen}");
+    assert_eq!(health(&rt, &node).mesh, MeshState::Joining);
+
+    // The coordinator comes back: READY follows the join.
+    let _coord = CoordinatorProc::start(&coord_dir, &addr, &[]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.contains("READY=1") {
+        assert!(Instant::now() < deadline, "no READY after joining: {seen}");
+        recv(&mut seen);
+    }
     let h = health(&rt, &node);
     assert_eq!(h.mesh, MeshState::Joined, "READY only once joined");
 }

@@ -34,10 +34,13 @@ fn ok(o: Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `target/wasm/hello-wasm.wasm`, built (or found up to date) by `examples/build.sh` once per
+/// test binary; a failed build fails the test rather than leave it on an old component.
 fn hello_wasm() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
     let root = workspace_root();
     let wasm = root.join("target/wasm/hello-wasm.wasm");
-    if !wasm.is_file() {
+    BUILT.call_once(|| {
         let out = Command::new("bash")
             .arg(root.join("examples/build.sh"))
             .arg("hello-wasm")
@@ -45,10 +48,15 @@ fn hello_wasm() -> PathBuf {
             .unwrap();
         assert!(
             out.status.success(),
-            "{}",
+            "examples/build.sh hello-wasm failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-    }
+    });
+    assert!(
+        wasm.is_file(),
+        "examples/build.sh made no {}",
+        wasm.display()
+    );
     wasm
 }
 

@@ -23,6 +23,8 @@ pub enum Capability {
     WireguardGo,
     /// nixpkgs' `lib` is on disk ([`nixpkgs_lib`]), for evaluating the NixOS module.
     NixpkgsLib,
+    /// This network namespace forwards IPv4 (`net.ipv4.ip_forward = 1`, as Docker sets it).
+    Ipv4Forwarding,
 }
 
 /// nixpkgs' `lib` directory: `$TABBIFY_NIXPKGS_LIB`, else the vendored copy beside the
@@ -82,6 +84,13 @@ impl Capability {
                 "wireguard-go or wg is not installed (apt-get install wireguard-go wireguard-tools)"
                     .to_string()
             }),
+            Capability::Ipv4Forwarding => {
+                let on = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+                    .is_ok_and(|v| v.trim() == "1");
+                (!on).then(|| {
+                    "this host does not forward IPv4 (sysctl -w net.ipv4.ip_forward=1)".to_string()
+                })
+            }
         }
     }
 }

@@ -1,9 +1,11 @@
 //! Test support shared by every crate's integration tests: capability checks that skip (or, with
 //! `TABBIFY_REQUIRE_ALL=1`, fail) when the machine lacks something, locating the workspace's built
-//! binaries, and child processes that are killed when a test ends, however it ends.
+//! binaries, child processes that are killed when a test ends, however it ends, and metric
+//! expositions read sample by sample.
 
 pub mod capability;
 pub mod cluster;
+pub mod metrics;
 pub mod netns;
 pub mod process;
 

@@ -145,10 +145,20 @@ fn install_script_stages_a_node_that_verifies() {
     assert_eq!(warnings, "");
 
     // A tampered bootstrap binary: refused, nothing installed.
-    publish_installable(&server, "0.2.0", b"#!/bin/sh\necho evil\n".to_vec());
+    let pwned = tmp.path().join("pwned");
+    publish_installable(
+        &server,
+        "0.2.0",
+        format!("#!/bin/sh\ntouch '{}'\n", pwned.display()).into_bytes(),
+    );
     let root2: PathBuf = tmp.path().join("root2");
     std::fs::create_dir_all(&root2).unwrap();
     let out = install(&root2);
+    assert!(
+        !pwned.exists(),
+        "the tampered tabbify-fetch ran: {}",
+        text(&out)
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("sha256 mismatch"),

@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tabbify_testkit::netns::Lan;
 use tabbify_testkit::{Capability, require};
 use tabbify_vm::console::GuestExit;
@@ -188,14 +188,9 @@ fn an_app_that_exits_at_once_is_reported_with_its_code_and_output() {
     in_netns("vmexit", || async move {
         let mut vm = qemu().start(&spec).await.unwrap();
         let pid = vm.pid();
-        let t = Instant::now();
+        // GuestExited, not Timeout: the wait ended because the guest did, not at the timeout.
         let e = vm.wait_for_port(8080, BOOT_TIMEOUT).await.unwrap_err();
         eprintln!("the expected error: {e}");
-        assert!(
-            t.elapsed() < BOOT_TIMEOUT / 2,
-            "took {:?}: waited for the timeout",
-            t.elapsed()
-        );
         match &e {
             VmError::GuestExited { reason, console } => {
                 assert!(reason.contains("the app exited with code 2"), "{e}");
@@ -252,14 +247,9 @@ fn a_corrupt_kernel_fails_fast_with_the_vmm_s_message() {
     spec.kernel = junk;
     in_netns("vmbadk", || async move {
         let mut vm = qemu().start(&spec).await.unwrap();
-        let t = Instant::now();
+        // GuestExited, not Timeout: the VMM's exit ended the wait.
         let e = vm.wait_for_port(8080, BOOT_TIMEOUT).await.unwrap_err();
         eprintln!("the expected error: {e}");
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "took {:?}",
-            t.elapsed()
-        );
         match &e {
             VmError::GuestExited { reason, console } => {
                 assert!(reason.contains("qemu-microvm exited"), "{e}");

@@ -195,6 +195,35 @@ impl Mesh {
         Ok(serde_json::from_str(&text)?)
     }
 
+    /// Stats that node `i` counted entirely after this call: the stats file is replaced every
+    /// 250 ms, and the first replacement after now may hold a snapshot taken just before it, so
+    /// this waits for the second one.
+    pub fn stats_from_now(&self, i: usize, timeout: Duration) -> Result<DataPlaneStats> {
+        let path = &self.nodes[i].stats_path;
+        let modified = || std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let deadline = Instant::now() + timeout;
+        let mut after = std::time::SystemTime::now();
+        for _ in 0..2 {
+            loop {
+                if let Some(m) = modified()
+                    && m > after
+                {
+                    after = m;
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "node {i} did not rewrite {}\nlog:\n{}",
+                        path.display(),
+                        self.log(i)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.stats(i)
+    }
+
     /// Waits until node `i` writes stats satisfying `pred`.
     pub fn wait_stats(
         &self,

@@ -27,10 +27,16 @@ pub fn hello_http() -> PathBuf {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
     });
-    let path = root.join("target/native/hello-http");
+    // A failed build fails the test rather than leave it on a binary from an earlier build.
     if let Err(e) = built {
-        assert!(path.is_file(), "examples/build.sh hello-http failed: {e}");
+        panic!("examples/build.sh hello-http failed: {e}");
     }
+    let path = root.join("target/native/hello-http");
+    assert!(
+        path.is_file(),
+        "examples/build.sh made no {}",
+        path.display()
+    );
     path
 }
 

@@ -33,13 +33,16 @@ pub fn example_wasm(name: &str) -> PathBuf {
         }
     });
     let path = root.join("target/wasm").join(format!("{name}.wasm"));
+    // A failed build fails the test: a component left over from an earlier build would test
+    // old code.
     if let Err(e) = built {
-        assert!(
-            path.is_file(),
-            "examples/build.sh failed and {} is missing: {e}",
-            path.display()
-        );
+        panic!("examples/build.sh failed: {e}");
     }
+    assert!(
+        path.is_file(),
+        "examples/build.sh made no {}",
+        path.display()
+    );
     path
 }
 

@@ -14,22 +14,29 @@ use tabbify_testkit::{ChildGuard, bin_path, read_ready_line, workspace_root};
 use tabbify_wire::app::{AppId, Manifest};
 use tabbify_wire::runner::RunnerSpec;
 
-/// `target/wasm/hello-wasm.wasm`, built by `examples/build.sh` when missing.
+/// `target/wasm/hello-wasm.wasm`, built (or found up to date) by `examples/build.sh` once per
+/// test binary; a failed build fails the test rather than leave it on an old component.
 pub fn hello_wasm() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
     let root = workspace_root();
     let path = root.join("target/wasm/hello-wasm.wasm");
-    if !path.is_file() {
+    BUILT.call_once(|| {
         let out = Command::new("bash")
             .arg(root.join("examples/build.sh"))
             .arg("hello-wasm")
             .output()
             .unwrap();
         assert!(
-            out.status.success() && path.is_file(),
+            out.status.success(),
             "examples/build.sh hello-wasm failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-    }
+    });
+    assert!(
+        path.is_file(),
+        "examples/build.sh made no {}",
+        path.display()
+    );
     path
 }
 
