@@ -19,6 +19,7 @@ pub mod config;
 pub mod ingress;
 pub mod liveness;
 pub mod metrics;
+pub mod operator_tokens;
 pub mod placement;
 pub mod registration;
 pub mod server;

@@ -33,6 +33,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("operator-token signing key: {0}")]
+    SigningKey(#[from] tabbify_auth::KeyError),
     #[error("startup task failed: {0}")]
     Task(String),
 }
@@ -47,12 +49,13 @@ pub struct Server {
 impl Server {
     pub async fn start(config: CoordinatorConfig) -> Result<Self, StartError> {
         let data_dir = config.data_dir.clone();
-        let (store, admin_token) = tokio::task::spawn_blocking(move || {
+        let (store, admin_token, signing_key) = tokio::task::spawn_blocking(move || {
             admin_token::ensure_data_dir(&data_dir)?;
             let admin_token = admin_token::load_or_create(&data_dir)?;
+            let signing_key = crate::operator_tokens::load_or_create_signing_key(&data_dir)?;
             let path = data_dir.join(DB_FILE);
             let store = Store::open(&path).map_err(|source| StartError::Store { path, source })?;
-            Ok::<_, StartError>((store, admin_token))
+            Ok::<_, StartError>((store, admin_token, signing_key))
         })
         .await
         .map_err(|e| StartError::Task(e.to_string()))??;
@@ -68,7 +71,8 @@ impl Server {
         };
         let service = Arc::new(
             Service::new(store, &admin_token, settings)
-                .map_err(|e| StartError::Task(e.to_string()))?,
+                .map_err(|e| StartError::Task(e.to_string()))?
+                .with_signing_key(signing_key),
         );
         // One placement pass before serving, so the first answers already carry pending reasons.
         if let Err(e) = service.placement_tick().await {

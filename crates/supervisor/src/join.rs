@@ -22,6 +22,8 @@ pub struct Joiner {
     pub join_token: Option<String>,
     pub status: StatusHandle,
     pub backoff_cap: Duration,
+    /// Where the coordinator's token-signing key is pinned for the control API.
+    pub trusted_key: crate::control_auth::TrustedKey,
 }
 
 /// What to do after a failed registration: pure, from the error.
@@ -139,6 +141,12 @@ impl Joiner {
             _ => {}
         }
         tracing::info!(peer_id = %resp.peer_id, ula = %resp.ula, subnet = %resp.subnet, "joined the mesh");
+        match &resp.signing_key {
+            Some(key) => crate::control_auth::pin(&self.data_dir, &self.trusted_key, key),
+            None => tracing::warn!(
+                "the coordinator sent no token-signing key: the control API keeps the key it had (or refuses every token)"
+            ),
+        }
         self.status.update(|s| {
             s.observed_addr = resp.observed_addr;
             s.peer_id = Some(resp.peer_id.clone());

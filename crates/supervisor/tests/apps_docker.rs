@@ -169,7 +169,7 @@ fn the_image_can_come_as_a_docker_save_tarball() {
 
     // A tarball without the image the manifest names is the artifact's fault.
     let (status, body) = deploy(
-        dn.node.api(),
+        &dn.node,
         &docker_manifest("dk-other", "tabbify-test/not-in-it:1", ""),
         Some(&tarball),
     );
@@ -192,7 +192,7 @@ fn a_missing_image_and_a_command_that_exits_at_once_are_clear_errors_then_crashl
     // At deploy: the deploy answers with the reason at once, and nothing is left.
     let began = Instant::now();
     let (status, body) = deploy(
-        dn.node.api(),
+        &dn.node,
         &docker_manifest("dk-missing", &missing, ""),
         None,
     );
@@ -215,7 +215,7 @@ fn a_missing_image_and_a_command_that_exits_at_once_are_clear_errors_then_crashl
 
     let image = dn.build_image("exits", "[\"/bin/hello-http\"]");
     let (status, body) = deploy(
-        dn.node.api(),
+        &dn.node,
         &docker_manifest("dk-exits", &image, "command = [\"/bin/nope\"]\n"),
         None,
     );
@@ -305,7 +305,7 @@ fn a_container_that_never_listens_times_out_and_is_removed() {
     );
     let image = format!("tabbify-test/deaf:{}", unique("t"));
     dn.build_with(&image, "[\"/bin/deaf\"]", &[&deaf]);
-    let (status, body) = deploy(dn.node.api(), &docker_manifest("dk-deaf", &image, ""), None);
+    let (status, body) = deploy(&dn.node, &docker_manifest("dk-deaf", &image, ""), None);
     assert_eq!(
         (status, body["error"].as_str()),
         (502, Some("app_failed")),
@@ -335,7 +335,7 @@ fn a_container_that_never_listens_times_out_and_is_removed() {
 fn a_node_without_a_daemon_refuses_docker_apps() {
     let dn = DockerNode::start_with_env(&[], &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
     let (status, body) = deploy(
-        dn.node.api(),
+        &dn.node,
         &docker_manifest("dk-none", "hello:1", ""),
         None,
     );
@@ -382,7 +382,7 @@ fn a_daemon_that_goes_away_is_reported_and_the_app_keeps_serving() {
     assert_eq!(away.state, AppState::Running, "{away:#?}");
     assert_eq!(curl_get(&app.url), (200, BODY.to_string()));
     let (status, body) = deploy(
-        dn.node.api(),
+        &dn.node,
         &docker_manifest("dk-later", &image, ""),
         None,
     );

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tabbify_wire::mesh::{
     HeartbeatRequest, HeartbeatResponse, Peer, RegisterRequest, RegisterResponse,
 };
+use tabbify_wire::operator::SigningKeyInfo;
 use tabbify_wire::{Tag, Timestamp};
 
 /// SSE comment interval that keeps idle watch connections (and proxies) from timing out.
@@ -75,7 +76,15 @@ pub async fn register(
         peer_credential: reg.credential,
         observed_addr: Some(remote.ip().to_canonical()),
         revision: reg.revision,
+        signing_key: Some(svc.signing_key().verifying_key().to_text()),
     }))
+}
+
+/// The public key that signs operator tokens (public: it only verifies).
+pub async fn signing_key(State(svc): State<Arc<Service>>) -> Json<SigningKeyInfo> {
+    Json(SigningKeyInfo {
+        public_key: svc.signing_key().verifying_key().to_text(),
+    })
 }
 
 fn log_admission(svc: &Service, reg: &Registered, remote: SocketAddr) {

@@ -36,6 +36,11 @@ pub fn router(service: Arc<Service>) -> Router {
             get(mesh::get_peer).delete(mesh::remove_peer),
         )
         .route("/v1/mesh/watch", get(mesh::watch))
+        .route("/v1/mesh/signing-key", get(mesh::signing_key))
+        .route(
+            "/v1/admin/operator-tokens",
+            post(admin::create_operator_token),
+        )
         .route(
             "/v1/admin/join-tokens",
             post(admin::create_join_token).get(admin::list_join_tokens),
