@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tabbify_appsrv::BlobStore;
-use tabbify_auth::VerifyingKey;
 use tabbify_appsrv::server::{AppsrvState, router};
+use tabbify_auth::VerifyingKey;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,7 +29,11 @@ struct Args {
     /// The coordinator's token-signing public key (`tbfk_…`, from `GET /v1/mesh/signing-key`):
     /// uploads need an operator token of scope `artifacts:write` signed with it. Without this
     /// or --token-key-file, uploads are refused.
-    #[arg(long, env = "TABBIFY_APPSRV_TOKEN_KEY", conflicts_with = "token_key_file")]
+    #[arg(
+        long,
+        env = "TABBIFY_APPSRV_TOKEN_KEY",
+        conflicts_with = "token_key_file"
+    )]
     token_key: Option<String>,
     /// A file holding that key, e.g. the coordinator's `<data-dir>/signing-key.pub`.
     #[arg(long, env = "TABBIFY_APPSRV_TOKEN_KEY_FILE")]
@@ -53,9 +57,9 @@ async fn run(args: Args) -> Result<()> {
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
     let token_key = match (&args.token_key, &args.token_key_file) {
         (Some(text), _) => Some(VerifyingKey::from_text(text).context("--token-key")?),
-        (None, Some(p)) => {
-            Some(VerifyingKey::load(p).with_context(|| format!("--token-key-file {}", p.display()))?)
-        }
+        (None, Some(p)) => Some(
+            VerifyingKey::load(p).with_context(|| format!("--token-key-file {}", p.display()))?,
+        ),
         (None, None) => None,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

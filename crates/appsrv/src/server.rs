@@ -131,7 +131,10 @@ fn authorised(
     };
     tabbify_auth::verify(sent, key, now, &need).map_err(|r| {
         tracing::warn!(reason = %r, "upload refused");
-        ApiError(StatusCode::UNAUTHORIZED, ErrorBody::new(r.code(), r.to_string()))
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            ErrorBody::new(r.code(), r.to_string()),
+        )
     })
 }
 

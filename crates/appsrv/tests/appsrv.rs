@@ -26,7 +26,12 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-fn token(key: &tabbify_auth::SigningKey, scope: tabbify_auth::Scope, issued: u64, ttl: u64) -> String {
+fn token(
+    key: &tabbify_auth::SigningKey,
+    scope: tabbify_auth::Scope,
+    issued: u64,
+    ttl: u64,
+) -> String {
     let grant = tabbify_auth::Grant {
         subject: "test".into(),
         scopes: vec![scope],
@@ -81,8 +86,14 @@ fn uploads_take_only_current_artifact_tokens_from_the_configured_key() {
     let cases = [
         ("tbfa_an_admin_token".to_string(), "token_malformed"),
         (token(&srv.key, Scope::NodeWrite, now, 600), "wrong_scope"),
-        (token(&SigningKey::generate(), Scope::ArtifactsWrite, now, 600), "token_bad_signature"),
-        (token(&srv.key, Scope::ArtifactsWrite, now - 700, 600), "token_expired"),
+        (
+            token(&SigningKey::generate(), Scope::ArtifactsWrite, now, 600),
+            "token_bad_signature",
+        ),
+        (
+            token(&srv.key, Scope::ArtifactsWrite, now - 700, 600),
+            "token_expired",
+        ),
     ];
     rt.block_on(async {
         for (t, code) in &cases {

@@ -79,7 +79,10 @@ impl SigningKey {
         let bad = || KeyError::NotASigningKey {
             path: path.to_path_buf(),
         };
-        let b64 = text.trim().strip_prefix(SIGNING_KEY_PREFIX).ok_or_else(bad)?;
+        let b64 = text
+            .trim()
+            .strip_prefix(SIGNING_KEY_PREFIX)
+            .ok_or_else(bad)?;
         let bytes = URL_SAFE_NO_PAD.decode(b64).map_err(|_| bad())?;
         let seed: [u8; 32] = bytes.try_into().map_err(|_| bad())?;
         Ok(Self::from_seed(seed))
@@ -196,7 +199,11 @@ mod tests {
         assert_eq!(k1.verifying_key(), k2.verifying_key());
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.starts_with(SIGNING_KEY_PREFIX) && text.ends_with('\n'));
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1, "no temp file");
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp file"
+        );
     }
 
     #[test]
@@ -207,7 +214,10 @@ mod tests {
             std::fs::write(&p, junk).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
             let err = SigningKey::load_or_create(&p).unwrap_err();
-            assert!(matches!(err, KeyError::NotASigningKey { .. }), "{junk:?}: {err}");
+            assert!(
+                matches!(err, KeyError::NotASigningKey { .. }),
+                "{junk:?}: {err}"
+            );
             assert_eq!(std::fs::read_to_string(&p).unwrap(), junk);
         }
     }
@@ -228,7 +238,14 @@ mod tests {
         let text = k.to_text();
         assert!(text.starts_with(PUBLIC_KEY_PREFIX));
         assert_eq!(VerifyingKey::from_text(&format!(" {text}\n")).unwrap(), k);
-        for junk in ["", "tbfk_", "tbfk_abc", "ed25519:abc", &text[1..], &format!("{text}AA")] {
+        for junk in [
+            "",
+            "tbfk_",
+            "tbfk_abc",
+            "ed25519:abc",
+            &text[1..],
+            &format!("{text}AA"),
+        ] {
             assert!(VerifyingKey::from_text(junk).is_err(), "{junk:?}");
         }
         let d = tempfile::tempdir().unwrap();

@@ -18,9 +18,7 @@ mod keys;
 mod token;
 mod verify;
 
-pub use keys::{
-    KeyError, PUBLIC_KEY_PREFIX, SIGNING_KEY_PREFIX, SigningKey, VerifyingKey,
-};
+pub use keys::{KeyError, PUBLIC_KEY_PREFIX, SIGNING_KEY_PREFIX, SigningKey, VerifyingKey};
 pub use tabbify_wire::operator::Scope;
 pub use token::{Claims, Grant, TOKEN_PREFIX, TOKEN_VERSION, mint};
 pub use verify::{CLOCK_SKEW_SECS, NodeFacts, Refusal, Requirement, bearer_value, verify};

@@ -40,7 +40,10 @@ pub enum Refusal {
     NotYetValid { iat: u64, now: u64 },
     #[error("the operator token expired at {exp} (now {now}); get a new one with `tcli login`")]
     Expired { exp: u64, now: u64 },
-    #[error("the operator token does not grant {needed} (it grants: {})", list(held))]
+    #[error(
+        "the operator token does not grant {needed} (it grants: {})",
+        list(held)
+    )]
     WrongScope { needed: Scope, held: Vec<Scope> },
     #[error("the operator token is not valid on node {node:?} (it is limited to {limits})")]
     WrongNode { node: String, limits: String },
@@ -304,7 +307,10 @@ mod tests {
         let k = key();
         let (t, claims) = mint(&k, &grant(&[Scope::NodeRead]), NOW);
         let other = SigningKey::from_seed([4; 32]).verifying_key();
-        assert_eq!(verify(Some(&t), &other, NOW, &READ), Err(Refusal::BadSignature));
+        assert_eq!(
+            verify(Some(&t), &other, NOW, &READ),
+            Err(Refusal::BadSignature)
+        );
         // Grant yourself node:write by editing the payload and keeping the signature.
         let mut wider = claims.clone();
         wider.scopes.push(Scope::NodeWrite);
@@ -371,7 +377,10 @@ mod tests {
                 held: vec![Scope::NodeRead]
             }
         );
-        assert!(err.to_string().contains("does not grant node:write"), "{err}");
+        assert!(
+            err.to_string().contains("does not grant node:write"),
+            "{err}"
+        );
         let (write, _) = mint(&k, &grant(&[Scope::NodeWrite]), NOW);
         assert!(matches!(
             verify(Some(&write), &vk, NOW, &READ),
@@ -470,7 +479,11 @@ mod tests {
     fn refusals_map_to_codes_and_challenges() {
         assert_eq!(Refusal::Missing.code(), ErrorCode::TokenMissing);
         assert_eq!(Refusal::BadSignature.code(), ErrorCode::TokenBadSignature);
-        assert!(Refusal::BadSignature.www_authenticate().contains("invalid_token"));
+        assert!(
+            Refusal::BadSignature
+                .www_authenticate()
+                .contains("invalid_token")
+        );
         assert!(
             Refusal::WrongScope {
                 needed: Scope::NodeWrite,

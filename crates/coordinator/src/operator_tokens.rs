@@ -26,8 +26,7 @@ pub fn load_or_create_signing_key(data_dir: &Path) -> Result<SigningKey, tabbify
     let path = data_dir.join(SIGNING_KEY_FILE);
     let (key, created) = SigningKey::load_or_create(&path)?;
     // The public half beside it, for an appsrv on this host (`--token-key-file`).
-    key.verifying_key()
-        .save(&data_dir.join(PUBLIC_KEY_FILE))?;
+    key.verifying_key().save(&data_dir.join(PUBLIC_KEY_FILE))?;
     if created {
         tracing::info!(path = %path.display(), public_key = %key.verifying_key(), "created the operator-token signing key");
     } else {
@@ -39,14 +38,9 @@ pub fn load_or_create_signing_key(data_dir: &Path) -> Result<SigningKey, tabbify
 /// Checks a mint request and turns it into what to sign; the error is the 400's message.
 pub fn check_request(req: &CreateOperatorTokenRequest) -> Result<Grant, String> {
     if req.scopes.is_empty() {
-        return Err(
-            "scopes: name at least one of node:read, node:write, artifacts:write".into(),
-        );
+        return Err("scopes: name at least one of node:read, node:write, artifacts:write".into());
     }
-    let ttl = req
-        .ttl_secs
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_TTL);
+    let ttl = req.ttl_secs.map(Duration::from_secs).unwrap_or(DEFAULT_TTL);
     if ttl < MIN_TTL || ttl > MAX_TTL {
         return Err(format!(
             "ttl_secs must be between {} and {} (got {})",

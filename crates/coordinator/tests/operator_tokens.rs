@@ -19,7 +19,11 @@ fn now() -> u64 {
         .as_secs()
 }
 
-async fn mint(c: &Coordinator, admin: Option<&str>, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
+async fn mint(
+    c: &Coordinator,
+    admin: Option<&str>,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
     let mut req = c.http.post(c.url("/v1/admin/operator-tokens")).json(&body);
     if let Some(a) = admin {
         req = req.bearer_auth(a);
@@ -38,13 +42,22 @@ async fn tokens_are_minted_with_the_admin_token_and_verify_with_the_served_key()
     let key = VerifyingKey::from_text(&info.public_key).unwrap();
     let on_disk = std::fs::read_to_string(data.join("signing-key.pub")).unwrap();
     assert_eq!(on_disk.trim(), info.public_key);
-    let mode = std::fs::metadata(data.join("signing-key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(data.join("signing-key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     // Without or with a wrong admin token: 401, nothing minted.
     let body = serde_json::json!({"scopes": ["node:write"]});
-    assert_eq!(mint(&c, None, body.clone()).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(mint(&c, Some("tbfa_wrong"), body.clone()).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        mint(&c, None, body.clone()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        mint(&c, Some("tbfa_wrong"), body.clone()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 
     let (status, json) = mint(
         &c,
@@ -84,19 +97,36 @@ async fn tokens_are_minted_with_the_admin_token_and_verify_with_the_served_key()
     // Bad requests: precise 400s.
     for (body, says) in [
         (serde_json::json!({"scopes": []}), "scopes"),
-        (serde_json::json!({"scopes": ["node:admin"]}), "unknown variant"),
-        (serde_json::json!({"scopes": ["node:read"], "ttl_secs": 99999999}), "ttl_secs"),
-        (serde_json::json!({"scopes": ["node:read"], "admin": true}), "admin"),
-        (serde_json::json!({"scopes": ["node:read"], "nodes": []}), "nodes"),
+        (
+            serde_json::json!({"scopes": ["node:admin"]}),
+            "unknown variant",
+        ),
+        (
+            serde_json::json!({"scopes": ["node:read"], "ttl_secs": 99999999}),
+            "ttl_secs",
+        ),
+        (
+            serde_json::json!({"scopes": ["node:read"], "admin": true}),
+            "admin",
+        ),
+        (
+            serde_json::json!({"scopes": ["node:read"], "nodes": []}),
+            "nodes",
+        ),
     ] {
         let (status, json) = mint(&c, Some(&c.admin), body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {json}");
-        assert!(json["message"].as_str().unwrap().contains(says), "{body}: {json}");
+        assert!(
+            json["message"].as_str().unwrap().contains(says),
+            "{body}: {json}"
+        );
     }
 
     // A node gets the same key at registration.
     let join = c.reusable_token().await;
-    let reg: RegisterResponse = c.register(Some(&join), &request(common::key(1), "n1")).await;
+    let reg: RegisterResponse = c
+        .register(Some(&join), &request(common::key(1), "n1"))
+        .await;
     assert_eq!(reg.signing_key.as_deref(), Some(info.public_key.as_str()));
 
     // The token text is in no log line (its id is).
@@ -113,7 +143,12 @@ async fn the_signing_key_survives_a_restart_and_a_broken_one_stops_the_start() {
     let data = dir.path().join("data");
     let c = Coordinator::start(&data, &[]);
     let first: SigningKeyInfo = c.get_json("/v1/mesh/signing-key").await;
-    let (_, json) = mint(&c, Some(&c.admin), serde_json::json!({"scopes": ["node:write"]})).await;
+    let (_, json) = mint(
+        &c,
+        Some(&c.admin),
+        serde_json::json!({"scopes": ["node:write"]}),
+    )
+    .await;
     let token = json["token"].as_str().unwrap().to_string();
     drop(c);
     let c = Coordinator::start(&data, &[]);
@@ -128,8 +163,11 @@ async fn the_signing_key_survives_a_restart_and_a_broken_one_stops_the_start() {
     drop(c);
 
     // A key file others can read is refused, not used.
-    std::fs::set_permissions(data.join("signing-key"), std::fs::Permissions::from_mode(0o644))
-        .unwrap();
+    std::fs::set_permissions(
+        data.join("signing-key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tabbify-coordinator"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)

@@ -3,9 +3,9 @@
 //! kernel finishing the address setup on the TUN device, so binding retries briefly.
 
 use crate::api::{ApiState, authorised_router, router};
-use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -109,7 +109,8 @@ impl ControlSocket {
             .and_then(|()| std::fs::rename(&tmp, path));
         if let Err(e) = placed {
             let _ = std::fs::remove_file(&tmp);
-            return Err(e).with_context(|| format!("placing the control socket {}", path.display()));
+            return Err(e)
+                .with_context(|| format!("placing the control socket {}", path.display()));
         }
         let (stop, mut stop_rx) = watch::channel(false);
         let app = router(state);

@@ -201,7 +201,10 @@ fn refuse(
     tracing::warn!(method = %req.method(), path = %req.uri().path(), reason = %message, "control API request refused");
     let mut resp = (status, Json(ErrorBody::new(code, message))).into_response();
     let h = resp.headers_mut();
-    h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    h.insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
     if !(req.method() == Method::GET || req.method() == Method::HEAD) {
         // The body (an upload, maybe large) is left unread: the connection cannot carry another
         // request, and saying so keeps a client from racing the close.
@@ -219,7 +222,13 @@ mod tests {
     fn reads_and_writes() {
         assert_eq!(scope_for(&Method::GET), Scope::NodeRead);
         assert_eq!(scope_for(&Method::HEAD), Scope::NodeRead);
-        for m in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH, Method::OPTIONS] {
+        for m in [
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::PATCH,
+            Method::OPTIONS,
+        ] {
             assert_eq!(scope_for(&m), Scope::NodeWrite, "{m}");
         }
         assert!(is_open("/health"));

@@ -97,7 +97,13 @@ fn bad_artifacts_and_manifests_get_precise_errors() {
     let url = format!("{}/v1/apps", node.api());
     let auth = node.auth();
     assert_error(
-        curl_json(&["-H", &auth, "-F", &format!("manifest=@{}", m.display()), &url]),
+        curl_json(&[
+            "-H",
+            &auth,
+            "-F",
+            &format!("manifest=@{}", m.display()),
+            &url,
+        ]),
         400,
         "bad_request",
         &["missing part `artifact`"],

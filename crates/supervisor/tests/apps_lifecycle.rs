@@ -177,8 +177,8 @@ async fn redeploy_swaps_versions_without_a_failed_request() {
         tokio::task::spawn_blocking(move || {
             deploy_to(&api, &auth, &manifest("web", ""), &misbehave)
         })
-            .await
-            .unwrap()
+        .await
+        .unwrap()
     };
     assert_eq!(status, 200, "{v2}");
     assert_eq!(v2["app_id"], id.as_str(), "same app, new version");

@@ -77,7 +77,11 @@ fn without_a_token_nothing_but_health_answers_and_nothing_changes() {
     let node = Node::start(&[]);
     let id = deploy_victim(&node, "victim");
     let api = node.api();
-    assert_eq!(curl_get(&format!("{api}/health")).0, 200, "/health stays open");
+    assert_eq!(
+        curl_get(&format!("{api}/health")).0,
+        200,
+        "/health stays open"
+    );
     for (method, path) in [
         ("GET", "/v1/apps".to_string()),
         ("GET", format!("/v1/apps/{id}")),
@@ -105,7 +109,11 @@ fn without_a_token_nothing_but_health_answers_and_nothing_changes() {
     assert_eq!(status, 401, "{body}");
     // The admin token of a coordinator is no operator token either.
     assert_refused(
-        call(Some("tbfa_0123456789abcdef"), "POST", &format!("{api}/v1/apps/{id}/stop")),
+        call(
+            Some("tbfa_0123456789abcdef"),
+            "POST",
+            &format!("{api}/v1/apps/{id}/stop"),
+        ),
         "token_malformed",
         "does not start with tbfo_",
     );
@@ -166,9 +174,17 @@ fn expired_foreign_and_tampered_tokens_are_refused() {
     let now = unix_now();
 
     let expired = mint(&key, &both, now - 3600, 600);
-    assert_refused(call(Some(&expired), "POST", &stop), "token_expired", "expired");
+    assert_refused(
+        call(Some(&expired), "POST", &stop),
+        "token_expired",
+        "expired",
+    );
     let future = mint(&key, &both, now + 3600, 600);
-    assert_refused(call(Some(&future), "POST", &stop), "token_not_yet_valid", "not valid yet");
+    assert_refused(
+        call(Some(&future), "POST", &stop),
+        "token_not_yet_valid",
+        "not valid yet",
+    );
     let other_key = mint(&SigningKey::generate(), &both, now, 600);
     assert_refused(
         call(Some(&other_key), "POST", &stop),
@@ -183,7 +199,11 @@ fn expired_foreign_and_tampered_tokens_are_refused() {
         write.rsplit_once('.').unwrap().0,
         read.rsplit_once('.').unwrap().1
     );
-    assert_refused(call(Some(&forged), "POST", &stop), "token_bad_signature", "signature");
+    assert_refused(
+        call(Some(&forged), "POST", &stop),
+        "token_bad_signature",
+        "signature",
+    );
 
     let for_b = mint_grant(
         &key,
@@ -196,7 +216,11 @@ fn expired_foreign_and_tampered_tokens_are_refused() {
         },
         now,
     );
-    assert_refused(call(Some(&for_b), "POST", &stop), "wrong_node", "\"node-a\"");
+    assert_refused(
+        call(Some(&for_b), "POST", &stop),
+        "wrong_node",
+        "\"node-a\"",
+    );
     let for_us = tabbify_wire::Tag::new("us").unwrap();
     let tagged_us = mint_grant(
         &key,
@@ -209,7 +233,11 @@ fn expired_foreign_and_tampered_tokens_are_refused() {
         },
         now,
     );
-    assert_refused(call(Some(&tagged_us), "POST", &stop), "wrong_node", "tagged us");
+    assert_refused(
+        call(Some(&tagged_us), "POST", &stop),
+        "wrong_node",
+        "tagged us",
+    );
     assert_eq!(node.app(&id).state, AppState::Running, "nothing changed");
 
     // The same limits pass on the node they name.
@@ -250,7 +278,12 @@ fn root_uses_the_unix_socket_without_a_token() {
     let sock = node.proc.as_ref().unwrap().control_socket.clone();
     let meta = std::fs::metadata(&sock).unwrap();
     assert!(meta.file_type().is_socket());
-    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{}", sock.display());
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "{}",
+        sock.display()
+    );
     let s = sock.display().to_string();
     let id = deploy_victim(&node, "victim");
     let (status, list) = curl_json(&["--unix-socket", &s, "http://node/v1/apps"]);
@@ -292,7 +325,11 @@ fn a_wasm_app_cannot_drive_its_own_nodes_api() {
     let (code, answer) = body.split_once('\n').unwrap();
     assert_eq!(code, "401", "{body}");
     assert!(answer.contains("token_missing"), "{answer}");
-    assert_eq!(node.app(&victim).state, AppState::Running, "the victim runs on");
+    assert_eq!(
+        node.app(&victim).state,
+        AppState::Running,
+        "the victim runs on"
+    );
     // And it cannot list the node's apps either.
     let list = format!("{}/v1/apps", node.api());
     let (_, body) = curl_get(&format!(

@@ -36,7 +36,8 @@ fn a_peer_without_a_token_cannot_touch_another_nodes_apps() {
 
     // The pinned key is the coordinator's.
     let pinned = std::fs::read_to_string(node_a.data_dir.join("signing-key.pub")).unwrap();
-    let served = std::fs::read_to_string(lab.dir.path().join("coordinator/signing-key.pub")).unwrap();
+    let served =
+        std::fs::read_to_string(lab.dir.path().join("coordinator/signing-key.pub")).unwrap();
     assert_eq!(pinned.trim(), served.trim());
     assert!(pinned.starts_with("tbfk_"));
 
@@ -125,10 +126,7 @@ fn a_peer_without_a_token_cannot_touch_another_nodes_apps() {
 
     // With the coordinator down, A still checks tokens with the key it pinned.
     lab.kill_coordinator();
-    let (status, body) = curl(
-        &hb,
-        &["-H", &node_b.auth(), &format!("{api_a}/v1/apps")],
-    );
+    let (status, body) = curl(&hb, &["-H", &node_b.auth(), &format!("{api_a}/v1/apps")]);
     assert_eq!(status, 200, "a valid token works offline: {body}");
     let (status, _) = curl(&hb, &["-X", "POST", &format!("{api_a}/v1/apps/{id}/stop")]);
     assert_eq!(status, 401);

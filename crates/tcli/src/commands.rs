@@ -180,8 +180,15 @@ pub async fn run(cli: Cli) -> Result<()> {
                 client: &client,
                 admin: &admin,
             };
-            crate::apps::logs(&client, &admin()?, &tokens, &name, follow, node_api.as_deref())
-                .await
+            crate::apps::logs(
+                &client,
+                &admin()?,
+                &tokens,
+                &name,
+                follow,
+                node_api.as_deref(),
+            )
+            .await
         }
         Command::Rm { name } => crate::apps::remove(&client, &admin()?, &name).await,
         Command::Dev(args) => crate::dev::run(args).await,

@@ -224,7 +224,14 @@ fn deploy_serve_log_remove_and_refuse_a_tampered_artifact() {
                 ok(tcli(
                     &coord.url,
                     &admin,
-                    &["login", "--print", "--scope", "artifacts:write", "--ttl", "5m"]
+                    &[
+                        "login",
+                        "--print",
+                        "--scope",
+                        "artifacts:write",
+                        "--ttl",
+                        "5m"
+                    ]
                 ))
                 .trim()
             ),
