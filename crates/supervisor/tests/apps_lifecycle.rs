@@ -104,7 +104,7 @@ fn deploy_serve_log_kill_stop_start_delete() {
 
     // Follow the log: a request made now shows up in the open stream.
     let mut follower = Command::new("curl")
-        .args(["-sSN", "--max-time", "30", "-H", &auth])
+        .args(["-sSN", "--max-time", "30", "-H", auth.as_str()])
         .arg(format!(
             "{}/v1/apps/{id}/logs?follow=true&tail=0",
             node.api()
