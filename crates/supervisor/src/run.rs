@@ -1,7 +1,7 @@
 //! Wires the node together: identity, capability probe, join and heartbeat task, the mesh data
-//! plane, the control API (TCP with operator tokens, and the unix socket), the assignment loop (apps the coordinator places here),
-//! systemd notifications, and a clean shutdown on SIGTERM/SIGINT (which
-//! also removes the TUN device).
+//! plane, the control API (TCP with operator tokens, and the unix socket), the assignment loop
+//! (apps the coordinator places here), systemd notifications, and a clean shutdown on
+//! SIGTERM/SIGINT (which also removes the TUN device).
 
 use crate::api::ApiState;
 use crate::api_server::{ApiServer, ControlSocket};
