@@ -68,8 +68,8 @@ fn assert_refused(got: (u16, serde_json::Value), code: &str, says: &str) {
 /// Deploys hello-wasm with the node's own token and waits until it serves.
 fn deploy_victim(node: &Node, name: &str) -> String {
     let app = node.deploy_ok(&manifest(name, ""), &example_wasm("hello-wasm"));
-    node.wait_running(&app.app_id);
-    app.app_id
+    node.wait_running(app.app_id.as_str());
+    app.app_id.to_string()
 }
 
 #[test]
@@ -311,7 +311,7 @@ fn a_wasm_app_cannot_drive_its_own_nodes_api() {
     let node = Node::start(&[]);
     let victim = deploy_victim(&node, "victim");
     let fetcher = node.deploy_ok(&manifest("fetcher", ""), &example_wasm("fetcher"));
-    node.wait_running(&fetcher.app_id);
+    node.wait_running(fetcher.app_id.as_str());
     // The app asks its node's API (the address it could learn from its own) to stop another
     // app, with no credential: the node must refuse.
     let target = format!("{}/v1/apps/{victim}/stop", node.api());
