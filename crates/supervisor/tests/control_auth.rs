@@ -131,7 +131,8 @@ fn a_read_token_reads_but_cannot_change_anything() {
     let read = mint(&node_key(&node), &[Scope::NodeRead], unix_now(), 600);
     let api = node.api();
     assert_eq!(call(Some(&read), "GET", &format!("{api}/v1/apps")).0, 200);
-    assert_eq!(call(Some(&read), "GET", &format!("{api}/metrics")).0, 200);
+    let auth = format!("Authorization: Bearer {read}");
+    assert_eq!(curl(&["-H", &auth, &format!("{api}/metrics")]).0, 200);
     for (method, path) in [
         ("POST", format!("/v1/apps/{id}/stop")),
         ("POST", format!("/v1/apps/{id}/restart")),
