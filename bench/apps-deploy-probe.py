@@ -12,6 +12,10 @@ import time
 import uuid
 
 
+# The node's operator token (its --no-mesh `<data-dir>/control-token`), from the calling script.
+AUTH = {"Authorization": "Bearer " + os.environ.get("TABBIFY_CONTROL_TOKEN", "")}
+
+
 def api_conn(api):
     host, port = api.rsplit(":", 1)
     return http.client.HTTPConnection(host, int(port), timeout=120)
@@ -31,7 +35,7 @@ def deploy(api, name, wasm_bytes):
     body = b"".join(parts)
     c = api_conn(api)
     c.request("POST", "/v1/apps", body=body,
-              headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+              headers={"Content-Type": f"multipart/form-data; boundary={boundary}", **AUTH})
     r = c.getresponse()
     data = r.read()
     if r.status not in (200, 201):
@@ -41,7 +45,7 @@ def deploy(api, name, wasm_bytes):
 
 def delete(api, app_id):
     c = api_conn(api)
-    c.request("DELETE", f"/v1/apps/{app_id}")
+    c.request("DELETE", f"/v1/apps/{app_id}", headers=AUTH)
     r = c.getresponse()
     r.read()
     if r.status != 204:

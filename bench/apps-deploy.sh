@@ -41,13 +41,15 @@ trap cleanup EXIT
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 RUST_LOG=warn "$supervisor" --no-mesh --bind "127.0.0.1:$port" --data-dir "$work/node" \
-    --runner-bin "$runner" > "$work/supervisor.out" 2> "$work/supervisor.err" &
+    --control-socket off --runner-bin "$runner" > "$work/supervisor.out" 2> "$work/supervisor.err" &
 sup_pid=$!
 for _ in $(seq 1 200); do
     curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
     sleep 0.05
 done
 api="127.0.0.1:$port"
+# The API needs the operator token the --no-mesh node wrote for itself.
+export TABBIFY_CONTROL_TOKEN="$(cat "$work/node/control-token")"
 
 say "apps-deploy: hello-wasm through tabbify-supervisor --no-mesh, $(nproc) cores, $(date -u +%FT%TZ)"
 

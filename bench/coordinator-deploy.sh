@@ -99,11 +99,11 @@ coord="http://127.0.0.1:$cport"
 for _ in $(seq 1 200); do curl -sf "$coord/health" >/dev/null 2>&1 && break; sleep 0.05; done
 admin="$work/coord/admin-token"
 RUST_LOG=warn "$bin/tabbify-appsrv" --listen "127.0.0.1:$aport" --data-dir "$work/appsrv" \
-    --upload-token-file "$admin" >/dev/null 2>"$work/appsrv.err" &
+    --token-key-file "$work/coord/signing-key.pub" >/dev/null 2>"$work/appsrv.err" &
 pids+=($!)
 appsrv="http://127.0.0.1:$aport"
 for _ in $(seq 1 200); do curl -s -o /dev/null "$appsrv/" 2>/dev/null && break; sleep 0.05; done
-tcli() { "$bin/tcli" --coordinator "$coord" --admin-token-file "$admin" "$@"; }
+tcli() { XDG_CACHE_HOME="$work/cache" "$bin/tcli" --coordinator "$coord" --admin-token-file "$admin" "$@"; }
 token="$(tcli token create --reusable)"
 
 declare -A node_pid node_port
@@ -111,7 +111,8 @@ start_node() { # name
     local port; port="$(free_port)"
     RUST_LOG=warn "$bin/tabbify-supervisor" --coordinator "$coord" --join-token "$token" \
         --name "$1" --data-dir "$work/$1" --dataplane off --bind "127.0.0.1:$port" \
-        --runner-bin "$bin/tabbify-runner" --probe-interval 1h >/dev/null 2>"$work/$1.err" &
+        --runner-bin "$bin/tabbify-runner" --probe-interval 1h --control-socket off \
+        >/dev/null 2>"$work/$1.err" &
     node_pid[$1]=$!
     node_port[$1]=$port
     pids+=($!)
@@ -119,6 +120,7 @@ start_node() { # name
     echo "node $1 did not join" >&2; cat "$work/$1.err" >&2; exit 1
 }
 start_node n1
+optoken="$(tcli login --print 2>/dev/null)"
 
 manifest() { # name replicas component
     # The smallest reservation, so that every app of the run fits on one 2-core node.
@@ -143,8 +145,8 @@ for i in $(seq 1 "$n"); do
     # The peer: the same component deployed on the node's own API (no coordinator, no appsrv).
     d0="$(now_ms)"
     resp="$(sed "s/name = \"bench-$i\"/name = \"direct-$i\"/" "$m" > "$work/direct.toml" && \
-        curl -s -F "manifest=@$work/direct.toml" -F "artifact=@$(distinct_wasm "$wasm" "direct-$i")" \
-            "http://127.0.0.1:${node_port[n1]}/v1/apps")"
+        curl -s -H "Authorization: Bearer $optoken" -F "manifest=@$work/direct.toml" \
+            -F "artifact=@$(distinct_wasm "$wasm" "direct-$i")" "http://127.0.0.1:${node_port[n1]}/v1/apps")"
     durl="$(echo "$resp" | grep -o '"url":"[^"]*"' | cut -d'"' -f4)"
     wait_200 "$durl"
     d1="$(now_ms)"

@@ -61,7 +61,7 @@ docker build -q -t "$image" "$work/ctx" >/dev/null 2>&1
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port="$(free_port)"
 RUST_LOG=warn "$supervisor" --no-mesh --bind "127.0.0.1:$port" --data-dir "$work/node" \
-    --runner-bin "$runner" > "$work/supervisor.out" 2> "$work/supervisor.err" &
+    --control-socket off --runner-bin "$runner" > "$work/supervisor.out" 2> "$work/supervisor.err" &
 sup_pid=$!
 for _ in $(seq 1 200); do
     curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
@@ -71,8 +71,10 @@ curl -sf "http://127.0.0.1:$port/health" >/dev/null || { echo "the supervisor di
 
 say "docker-deploy: hello-http FROM scratch, deploy -> first 200, $n runs each, $(nproc) cores, docker $(docker version -f '{{.Server.Version}}'), $(date -u +%FT%TZ)"
 
+# The API needs the operator token the --no-mesh node wrote for itself.
+export TABBIFY_CONTROL_TOKEN="$(cat "$work/node/control-token")"
 python3 - "127.0.0.1:$port" "$image" "$n" "$peer_name" "$report" <<'PY'
-import http.client, json, socket, statistics, subprocess, sys, time, uuid
+import http.client, json, os, socket, statistics, subprocess, sys, time, uuid
 
 api, image, n, peer_name, report = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 host, port = api.rsplit(":", 1)
@@ -102,7 +104,8 @@ def first_200(hostport, deadline_s=60.0):
 
 def request(method, path, body=None, headers=None):
     c = http.client.HTTPConnection(host, int(port), timeout=120)
-    c.request(method, path, body=body, headers=headers or {})
+    auth = {"Authorization": "Bearer " + os.environ["TABBIFY_CONTROL_TOKEN"]}
+    c.request(method, path, body=body, headers={**auth, **(headers or {})})
     r = c.getresponse()
     data = r.read()
     c.close()

@@ -15,7 +15,7 @@ out="$root/target/wasm"
 build_dir="$root/target/examples"
 examples=("$@")
 if [ ${#examples[@]} -eq 0 ]; then
-    examples=(hello-wasm misbehave hello-http)
+    examples=(hello-wasm misbehave fetcher hello-http)
 fi
 
 # ---------------------------------------------------------------------------------------------

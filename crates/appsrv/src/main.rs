@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tabbify_appsrv::BlobStore;
 use tabbify_appsrv::server::{AppsrvState, router};
+use tabbify_auth::VerifyingKey;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,10 +26,18 @@ struct Args {
         default_value = "/var/lib/tabbify-appsrv"
     )]
     data_dir: PathBuf,
-    /// File with the bearer token uploads must carry (e.g. the coordinator's admin token).
-    /// Without it, uploads are refused.
-    #[arg(long, env = "TABBIFY_APPSRV_UPLOAD_TOKEN_FILE")]
-    upload_token_file: Option<PathBuf>,
+    /// The coordinator's token-signing public key (`tbfk_…`, from `GET /v1/mesh/signing-key`):
+    /// uploads need an operator token of scope `artifacts:write` signed with it. Without this
+    /// or --token-key-file, uploads are refused.
+    #[arg(
+        long,
+        env = "TABBIFY_APPSRV_TOKEN_KEY",
+        conflicts_with = "token_key_file"
+    )]
+    token_key: Option<String>,
+    /// A file holding that key, e.g. the coordinator's `<data-dir>/signing-key.pub`.
+    #[arg(long, env = "TABBIFY_APPSRV_TOKEN_KEY_FILE")]
+    token_key_file: Option<PathBuf>,
     /// Largest blob accepted, in bytes.
     #[arg(long, default_value_t = 1 << 30)]
     max_blob_bytes: u64,
@@ -46,24 +55,22 @@ async fn run(args: Args) -> Result<()> {
     }
     let store = BlobStore::open(&args.data_dir, args.max_blob_bytes)
         .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
-    let upload_token = match &args.upload_token_file {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .with_context(|| format!("reading {}", p.display()))?
-                .trim()
-                .to_string(),
+    let token_key = match (&args.token_key, &args.token_key_file) {
+        (Some(text), _) => Some(VerifyingKey::from_text(text).context("--token-key")?),
+        (None, Some(p)) => Some(
+            VerifyingKey::load(p).with_context(|| format!("--token-key-file {}", p.display()))?,
         ),
-        None => None,
+        (None, None) => None,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr().context("local address")?;
     println!("tabbify-appsrv listening on http://{addr}");
-    tracing::info!(%addr, uploads = upload_token.is_some(), "appsrv listening");
+    tracing::info!(%addr, upload_key = ?token_key, "appsrv listening");
     let app = router(Arc::new(AppsrvState {
         store,
-        upload_token,
+        token_key,
         metrics: Default::default(),
     }));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

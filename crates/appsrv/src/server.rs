@@ -1,6 +1,8 @@
 //! The HTTP face of the store: `PUT`, `GET` (with ranges) and `HEAD` on
-//! `/v1/blobs/sha256:<hex>`, plus `/health` and `/metrics`. Uploads need the bearer token the server was started
-//! with; downloads are open (a digest names exactly one content).
+//! `/v1/blobs/sha256:<hex>`, plus `/health` and `/metrics`. Uploads need an operator token with
+//! the `artifacts:write` scope, signed by the coordinator's key the server was started with
+//! (checked offline, see `tabbify-auth`); downloads are open (a digest names exactly one
+//! content).
 
 use crate::store::{BlobStore, PutOutcome, StoreError};
 use axum::body::Body;
@@ -17,8 +19,8 @@ use tower_http::services::ServeFile;
 
 pub struct AppsrvState {
     pub store: BlobStore,
-    /// Bearer token for uploads; `None` disables uploads.
-    pub upload_token: Option<String>,
+    /// The key upload tokens are checked with; `None` disables uploads.
+    pub token_key: Option<tabbify_auth::VerifyingKey>,
     pub metrics: crate::metrics::Metrics,
 }
 
@@ -101,36 +103,39 @@ async fn download(
     }
 }
 
-fn authorised(headers: &HeaderMap, token: Option<&str>) -> Result<(), ApiError> {
-    let refuse = |status, code, msg: &str| Err(ApiError(status, ErrorBody::new(code, msg)));
-    let Some(token) = token else {
-        return refuse(
+fn authorised(
+    headers: &HeaderMap,
+    key: Option<&tabbify_auth::VerifyingKey>,
+) -> Result<tabbify_auth::Claims, ApiError> {
+    let Some(key) = key else {
+        return Err(ApiError(
             StatusCode::FORBIDDEN,
-            ErrorCode::Forbidden,
-            "uploads are disabled on this server (start it with --upload-token-file)",
-        );
+            ErrorBody::new(
+                ErrorCode::Forbidden,
+                "uploads are disabled on this server (start it with --token-key or --token-key-file)",
+            ),
+        ));
     };
-    let sent = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match sent {
-        None => refuse(
+    let sent = tabbify_auth::bearer_value(
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let need = tabbify_auth::Requirement {
+        scope: tabbify_auth::Scope::ArtifactsWrite,
+        node: None,
+    };
+    tabbify_auth::verify(sent, key, now, &need).map_err(|r| {
+        tracing::warn!(reason = %r, "upload refused");
+        ApiError(
             StatusCode::UNAUTHORIZED,
-            ErrorCode::Unauthorized,
-            "an upload needs `Authorization: Bearer <upload token>`",
-        ),
-        Some(s) if constant_time_eq(s.trim().as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => refuse(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::Unauthorized,
-            "the upload token is not valid",
-        ),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+            ErrorBody::new(r.code(), r.to_string()),
+        )
+    })
 }
 
 async fn upload(
@@ -149,14 +154,18 @@ async fn upload(
         );
         resp
     };
-    if let Err(r) = authorised(&headers, st.upload_token.as_deref()) {
-        st.metrics.upload("refused");
-        return unread(r);
-    }
+    let claims = match authorised(&headers, st.token_key.as_ref()) {
+        Ok(c) => c,
+        Err(r) => {
+            st.metrics.upload("refused");
+            return unread(r);
+        }
+    };
     let digest = match parse_digest(&digest) {
         Ok(d) => d,
         Err(r) => return unread(r),
     };
+    tracing::info!(%digest, subject = %claims.sub, token_id = %claims.jti, "upload authorised");
     match st.store.put(&digest, body.into_data_stream()).await {
         Ok(PutOutcome::Created) => {
             st.metrics.upload("created");

@@ -14,14 +14,40 @@ struct Server {
     _guard: ChildGuard,
     url: String,
     data: tempfile::TempDir,
+    /// An `artifacts:write` token signed with `key`.
     token: String,
+    key: tabbify_auth::SigningKey,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn token(
+    key: &tabbify_auth::SigningKey,
+    scope: tabbify_auth::Scope,
+    issued: u64,
+    ttl: u64,
+) -> String {
+    let grant = tabbify_auth::Grant {
+        subject: "test".into(),
+        scopes: vec![scope],
+        ttl_secs: ttl,
+        nodes: None,
+        tags: None,
+    };
+    tabbify_auth::mint(key, &grant, issued).0
 }
 
 fn start(with_token: bool) -> Server {
     let data = tempfile::tempdir().unwrap();
-    let token = "tbfa_upload_secret".to_string();
-    let token_file = data.path().join("token");
-    std::fs::write(&token_file, &token).unwrap();
+    let key = tabbify_auth::SigningKey::generate();
+    let token = token(&key, tabbify_auth::Scope::ArtifactsWrite, unix_now(), 600);
+    let token_file = data.path().join("signing-key.pub");
+    key.verifying_key().save(&token_file).unwrap();
     let mut cmd = Command::new(bin_path("tabbify-appsrv").unwrap());
     cmd.args(["--listen", "127.0.0.1:0", "--max-blob-bytes", "4000000"])
         .arg("--data-dir")
@@ -29,7 +55,7 @@ fn start(with_token: bool) -> Server {
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if with_token {
-        cmd.arg("--upload-token-file").arg(&token_file);
+        cmd.arg("--token-key-file").arg(&token_file);
     }
     let mut child = cmd.spawn().unwrap();
     let out = child.stdout.take().unwrap();
@@ -40,7 +66,59 @@ fn start(with_token: bool) -> Server {
         url,
         data,
         token,
+        key,
     }
+}
+
+/// Uploads need an `artifacts:write` token signed by the configured key, current: the admin
+/// token, a node token, a token from another key and an expired one are all refused, and
+/// nothing is stored.
+#[test]
+fn uploads_take_only_current_artifact_tokens_from_the_configured_key() {
+    use tabbify_auth::{Scope, SigningKey};
+    let srv = start(true);
+    let rt = rt();
+    let http = reqwest::Client::new();
+    let data = blob(1000);
+    let digest = digest_of(&data);
+    let url = format!("{}/v1/blobs/{}", srv.url, digest.as_str());
+    let now = unix_now();
+    let cases = [
+        ("tbfa_an_admin_token".to_string(), "token_malformed"),
+        (token(&srv.key, Scope::NodeWrite, now, 600), "wrong_scope"),
+        (
+            token(&SigningKey::generate(), Scope::ArtifactsWrite, now, 600),
+            "token_bad_signature",
+        ),
+        (
+            token(&srv.key, Scope::ArtifactsWrite, now - 700, 600),
+            "token_expired",
+        ),
+    ];
+    rt.block_on(async {
+        for (t, code) in &cases {
+            let r = http
+                .put(&url)
+                .bearer_auth(t)
+                .body(data.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401, "{code}");
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"], *code, "{body}");
+            let head = http.head(&url).send().await.unwrap();
+            assert_eq!(head.status(), 404, "nothing stored after {code}");
+        }
+        let r = http
+            .put(&url)
+            .bearer_auth(&srv.token)
+            .body(data.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    });
 }
 
 fn blob(n: usize) -> Vec<u8> {

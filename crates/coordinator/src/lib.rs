@@ -21,6 +21,7 @@ pub mod listener;
 pub mod liveness;
 pub mod metrics;
 pub mod node_auth;
+pub mod operator_tokens;
 pub mod placement;
 pub mod registration;
 pub mod server;

@@ -34,6 +34,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("operator-token signing key: {0}")]
+    SigningKey(#[from] tabbify_auth::KeyError),
     #[error("startup task failed: {0}")]
     Task(String),
     #[error(transparent)]
@@ -137,16 +139,17 @@ impl Server {
         let data_dir = config.data_dir.clone();
         let tls_config = config.tls.clone();
         let listen = config.listen;
-        let (store, admin_token, tls) = tokio::task::spawn_blocking(move || {
+        let (store, admin_token, tls, signing_key) = tokio::task::spawn_blocking(move || {
             admin_token::ensure_data_dir(&data_dir)?;
             let admin_token = admin_token::load_or_create(&data_dir)?;
+            let signing_key = crate::operator_tokens::load_or_create_signing_key(&data_dir)?;
             let tls = match &tls_config {
                 Some(t) => Some(tls_setup(&data_dir, listen, t)?),
                 None => None,
             };
             let path = data_dir.join(DB_FILE);
             let store = Store::open(&path).map_err(|source| StartError::Store { path, source })?;
-            Ok::<_, StartError>((store, admin_token, tls))
+            Ok::<_, StartError>((store, admin_token, tls, signing_key))
         })
         .await
         .map_err(|e| StartError::Task(e.to_string()))??;
@@ -167,7 +170,8 @@ impl Server {
         };
         let service = Arc::new(
             Service::new(store, &admin_token, settings)
-                .map_err(|e| StartError::Task(e.to_string()))?,
+                .map_err(|e| StartError::Task(e.to_string()))?
+                .with_signing_key(signing_key),
         );
         // One placement pass before serving, so the first answers already carry pending reasons.
         if let Err(e) = service.placement_tick().await {

@@ -77,6 +77,8 @@ pub struct Service {
     apps_revision: watch::Receiver<u64>,
     auth_generation: watch::Receiver<u64>,
     admin_hash: SecretHash,
+    /// Signs operator tokens; its public half is pinned by every node at join.
+    signing_key: tabbify_auth::SigningKey,
     pub settings: Settings,
     pub metrics: Metrics,
     /// Cancelled when the server shuts down; ends watch streams.
@@ -111,10 +113,23 @@ impl Service {
             apps_revision,
             auth_generation,
             admin_hash: tokens::hash_secret(admin_token),
+            // A key of its own until the server hands it the one kept in the data dir.
+            signing_key: tabbify_auth::SigningKey::generate(),
             settings,
             metrics: Metrics::new(),
             shutdown: CancellationToken::new(),
         })
+    }
+
+    /// Uses `key` to sign operator tokens (the server loads it from `<data-dir>/signing-key`).
+    pub fn with_signing_key(mut self, key: tabbify_auth::SigningKey) -> Self {
+        self.signing_key = key;
+        self
+    }
+
+    /// The key that signs operator tokens.
+    pub fn signing_key(&self) -> &tabbify_auth::SigningKey {
+        &self.signing_key
     }
 
     /// True when `presented` is the admin token (constant-time).

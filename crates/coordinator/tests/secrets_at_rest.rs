@@ -78,9 +78,9 @@ async fn the_database_and_the_log_hold_no_plaintext_secret() {
     assert!(heartbeat(&c, &wrong_cred).await.is_client_error());
 
     // Uses: heartbeats, a re-registration with the credential, admin reads, an app placed.
-    assert_eq!(heartbeat(&c, &a.peer_credential).await, StatusCode::OK);
+    assert_eq!(heartbeat(&c, a.peer_credential.as_deref().unwrap()).await, StatusCode::OK);
     let mut again = request(key(1), "node-alpha");
-    again.peer_credential = Some(a.peer_credential.clone());
+    again.peer_credential = a.peer_credential.clone();
     let _: RegisterResponse = c.register(None, &again).await;
     let _: serde_json::Value = c.admin_get("/v1/admin/join-tokens").await;
     let resp = c
@@ -99,7 +99,7 @@ async fn the_database_and_the_log_hold_no_plaintext_secret() {
     let resp = c
         .http
         .get(c.url("/v1/nodes/self/assignments"))
-        .bearer_auth(&a.peer_credential)
+        .bearer_auth(a.peer_credential.as_deref().unwrap())
         .send()
         .await
         .unwrap();
@@ -123,15 +123,15 @@ async fn the_database_and_the_log_hold_no_plaintext_secret() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(
-        heartbeat(&c, &b.peer_credential).await,
+        heartbeat(&c, b.peer_credential.as_deref().unwrap()).await,
         StatusCode::NOT_FOUND
     );
 
     let secrets = [
         ("the fleet join token", fleet.token.as_str()),
         ("the single-use join token", once.token.as_str()),
-        ("alpha's peer credential", a.peer_credential.as_str()),
-        ("beta's peer credential", b.peer_credential.as_str()),
+        ("alpha's peer credential", a.peer_credential.as_deref().unwrap()),
+        ("beta's peer credential", b.peer_credential.as_deref().unwrap()),
         ("the admin token", c.admin.as_str()),
     ];
     let files = store_files(&data);

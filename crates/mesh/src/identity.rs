@@ -234,6 +234,7 @@ mod tests {
             peer_credential: Some("tbfp_x".into()),
             client_certificate: None,
             ca_certificate: None,
+            signing_key: None,
             observed_addr: None,
             revision: 1,
         }

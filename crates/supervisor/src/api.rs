@@ -1,6 +1,8 @@
 //! The control API: `/health`, `/v1/about`, `/v1/mesh`, `/metrics`, and the app routes of
 //! [`crate::apps::api`]. It binds the address `run` gives it and reads the node status snapshot;
-//! it never changes state itself (app changes go to the app manager).
+//! it never changes state itself (app changes go to the app manager). Over TCP every route but
+//! `/health` needs an operator token ([`crate::control_auth`]); the unix socket serves the same
+//! routes without one.
 
 use crate::status::StatusHandle;
 use axum::extract::State;
@@ -24,6 +26,8 @@ pub struct ApiState {
     pub dataplane: Arc<RwLock<Option<Arc<DataPlane>>>>,
     /// The app manager behind `/v1/apps`.
     pub apps: crate::apps::AppsHandle,
+    /// The key operator tokens are checked with.
+    pub trusted_key: crate::control_auth::TrustedKey,
 }
 
 impl ApiState {
@@ -32,6 +36,15 @@ impl ApiState {
     }
 }
 
+/// The routes behind a token check: what the TCP listener serves.
+pub fn authorised_router(state: ApiState) -> Router {
+    router(state.clone()).layer(axum::middleware::from_fn_with_state(
+        state,
+        crate::control_auth::require_token,
+    ))
+}
+
+/// Every route, with no token check: what the unix socket serves (its file mode is the check).
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/health", get(health))

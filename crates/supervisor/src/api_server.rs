@@ -1,9 +1,11 @@
-//! Starting and stopping the control API listener. Binding the node's ULA can race the kernel
-//! finishing the address setup on the TUN device, so binding retries briefly.
+//! Starting and stopping the control API listeners: TCP (tokens checked) and the unix socket
+//! for root on the node (no token; the socket is 0600). Binding the node's ULA can race the
+//! kernel finishing the address setup on the TUN device, so binding retries briefly.
 
-use crate::api::{ApiState, router};
+use crate::api::{ApiState, authorised_router, router};
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,7 +22,7 @@ impl ApiServer {
         let listener = bind_with_retry(bind).await?;
         let addr = listener.local_addr().context("control API address")?;
         let (stop, mut stop_rx) = watch::channel(false);
-        let app = router(state);
+        let app = authorised_router(state);
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -68,4 +70,73 @@ async fn bind_with_retry(bind: SocketAddr) -> Result<TcpListener> {
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("unknown")))
         .with_context(|| format!("binding the control API on {bind} (address never appeared)"))
+}
+
+/// The control API on a unix socket, for root on the node: the same routes, no token.
+pub struct ControlSocket {
+    pub path: PathBuf,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl ControlSocket {
+    /// Binds `path` with mode 0600 (its directory is created 0700 when missing). The socket is
+    /// bound under a temporary name, made private, then renamed into place, so it is never
+    /// reachable with wider permissions. A stale socket is replaced; one another live
+    /// supervisor answers on is an error.
+    pub async fn start(path: &Path, state: ApiState) -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        tabbify_fsutil::ensure_dir(dir, 0o700)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            anyhow::bail!(
+                "another process already serves the control socket {}",
+                path.display()
+            );
+        }
+        let name = path
+            .file_name()
+            .context("the control socket path has no file name")?
+            .to_string_lossy();
+        let tmp = dir.join(format!(".{name}.tmp-{:08x}", rand::random::<u32>()));
+        let listener = tokio::net::UnixListener::bind(&tmp)
+            .with_context(|| format!("binding the control socket {}", tmp.display()))?;
+        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e)
+                .with_context(|| format!("placing the control socket {}", path.display()));
+        }
+        let (stop, mut stop_rx) = watch::channel(false);
+        let app = router(state);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        tracing::info!(path = %path.display(), "control socket listening (no token; root only)");
+        Ok(Self {
+            path: path.to_path_buf(),
+            stop,
+            task,
+        })
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("control socket did not stop within 5s");
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
 }

@@ -124,11 +124,25 @@ pub struct SupervisorArgs {
     )]
     pub vm_kernel: PathBuf,
 
+    /// Unix socket serving the control API to root on this node without a token (mode 0600;
+    /// its directory is created). `off` serves none.
+    #[arg(
+        long,
+        env = "TABBIFY_CONTROL_SOCKET",
+        default_value = "/run/tabbify/control.sock"
+    )]
+    pub control_socket: PathBuf,
+
     #[command(flatten)]
     pub log: LogArgs,
 }
 
 impl SupervisorArgs {
+    /// The control socket's path, `None` for `--control-socket off`.
+    pub fn control_socket(&self) -> Option<&std::path::Path> {
+        (self.control_socket.as_os_str() != "off").then_some(self.control_socket.as_path())
+    }
+
     /// The display name: `--name`, else the host name, else "node".
     pub fn display_name(&self) -> String {
         self.name

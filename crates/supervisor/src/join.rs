@@ -24,6 +24,8 @@ pub struct Joiner {
     pub backoff_cap: Duration,
     /// The node's TLS key and certificate (mTLS with the coordinator).
     pub tls: std::sync::Arc<crate::node_tls::NodeTls>,
+    /// Where the coordinator's token-signing key is pinned for the control API.
+    pub trusted_key: crate::control_auth::TrustedKey,
 }
 
 /// What to do after a failed registration: pure, from the error.
@@ -162,6 +164,12 @@ impl Joiner {
             _ => {}
         }
         tracing::info!(peer_id = %resp.peer_id, ula = %resp.ula, subnet = %resp.subnet, "joined the mesh");
+        match &resp.signing_key {
+            Some(key) => crate::control_auth::pin(&self.data_dir, &self.trusted_key, key),
+            None => tracing::warn!(
+                "the coordinator sent no token-signing key: the control API keeps the key it had (or refuses every token)"
+            ),
+        }
         self.status.update(|s| {
             s.observed_addr = resp.observed_addr;
             s.peer_id = Some(resp.peer_id.clone());

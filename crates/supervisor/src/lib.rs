@@ -14,6 +14,7 @@ pub mod apps;
 pub mod assignments;
 pub mod backoff;
 pub mod config;
+pub mod control_auth;
 pub mod endpoints;
 pub mod ingress;
 pub mod join;

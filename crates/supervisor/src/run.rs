@@ -1,11 +1,12 @@
 //! Wires the node together: identity, capability probe, join and heartbeat task, the mesh data
-//! plane, the control API, the assignment loop (apps the coordinator places here),
-//! systemd notifications, and a clean shutdown on SIGTERM/SIGINT (which
-//! also removes the TUN device).
+//! plane, the control API (TCP with operator tokens, and the unix socket), the assignment loop
+//! (apps the coordinator places here), systemd notifications, and a clean shutdown on
+//! SIGTERM/SIGINT (which also removes the TUN device).
 
 use crate::api::ApiState;
-use crate::api_server::ApiServer;
+use crate::api_server::{ApiServer, ControlSocket};
 use crate::config::{DataplaneMode, SupervisorArgs};
+use crate::control_auth::TrustedKey;
 use crate::ingress::IngressServer;
 use crate::join::Joiner;
 use crate::mesh_link::{LinkSettings, MeshLink};
@@ -63,11 +64,33 @@ pub async fn run(args: SupervisorArgs) -> Result<()> {
         started: Instant::now(),
     });
     let apps = crate::apps::start(apps_config(&args, status.clone())).await;
+    let trusted_key = if args.no_mesh {
+        let (key, token_file) = crate::control_auth::start_local_tokens(&args.data_dir)?;
+        tracing::info!(path = %token_file.display(), "wrote a local operator token for the control API: send it as `Authorization: Bearer $(cat FILE)`");
+        println!(
+            "tabbify-supervisor control token in {}",
+            token_file.display()
+        );
+        TrustedKey::new(Some(key))
+    } else {
+        TrustedKey::new(crate::control_auth::load_pinned(&args.data_dir))
+    };
     let api_state = ApiState {
         status: status.clone(),
         data_dir: args.data_dir.clone(),
         dataplane: Default::default(),
         apps,
+        trusted_key: trusted_key.clone(),
+    };
+    let control_socket = match args.control_socket() {
+        Some(path) => match ControlSocket::start(path, api_state.clone()).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "no control socket: root on this node needs a token too");
+                None
+            }
+        },
+        None => None,
     };
     spawn_probe_loop(&args, status.clone());
     let _watchdog = systemd::spawn_watchdog();
@@ -79,6 +102,9 @@ pub async fn run(args: SupervisorArgs) -> Result<()> {
         signals.wait().await;
         systemd::stopping();
         api.stop().await;
+        if let Some(s) = control_socket {
+            s.stop().await;
+        }
         return Ok(());
     }
 
@@ -127,6 +153,7 @@ pub async fn run(args: SupervisorArgs) -> Result<()> {
         status: status.clone(),
         backoff_cap: args.join_backoff_cap,
         tls,
+        trusted_key,
     };
     let join_task = tokio::spawn(joiner.run(registered_tx));
     let assignments_task = tokio::spawn(
@@ -194,6 +221,9 @@ pub async fn run(args: SupervisorArgs) -> Result<()> {
     join_task.abort();
     assignments_task.abort();
     node.stop().await;
+    if let Some(s) = control_socket {
+        s.stop().await;
+    }
     result
 }
 

@@ -95,14 +95,23 @@ fn bad_artifacts_and_manifests_get_precise_errors() {
     let m = dir.path().join("tabbify.toml");
     std::fs::write(&m, &ok).unwrap();
     let url = format!("{}/v1/apps", node.api());
+    let auth = node.auth();
     assert_error(
-        curl_json(&["-F", &format!("manifest=@{}", m.display()), &url]),
+        curl_json(&[
+            "-H",
+            &auth,
+            "-F",
+            &format!("manifest=@{}", m.display()),
+            &url,
+        ]),
         400,
         "bad_request",
         &["missing part `artifact`"],
     );
     assert_error(
         curl_json(&[
+            "-H",
+            &auth,
             "-F",
             &format!("manifest=@{}", m.display()),
             "-F",
@@ -114,7 +123,15 @@ fn bad_artifacts_and_manifests_get_precise_errors() {
         &["unknown multipart part `colour`"],
     );
     assert_error(
-        curl_json(&["-H", "content-type: application/json", "-d", "{}", &url]),
+        curl_json(&[
+            "-H",
+            &auth,
+            "-H",
+            "content-type: application/json",
+            "-d",
+            "{}",
+            &url,
+        ]),
         400,
         "bad_request",
         &["multipart/form-data"],

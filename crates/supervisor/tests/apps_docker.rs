@@ -168,7 +168,7 @@ fn the_image_can_come_as_a_docker_save_tarball() {
 
     // A tarball without the image the manifest names is the artifact's fault.
     let (status, body) = deploy(
-        dn.node.api(),
+        &dn.node,
         &docker_manifest("dk-other", "tabbify-test/not-in-it:1", ""),
         Some(&tarball),
     );
@@ -190,11 +190,7 @@ fn a_missing_image_and_a_command_that_exits_at_once_are_clear_errors_then_crashl
 
     // At deploy: the deploy answers with the reason (the daemon's own "no such image", not a
     // failed pull, which would name the registry), and nothing is left.
-    let (status, body) = deploy(
-        dn.node.api(),
-        &docker_manifest("dk-missing", &missing, ""),
-        None,
-    );
+    let (status, body) = deploy(&dn.node, &docker_manifest("dk-missing", &missing, ""), None);
     assert_eq!(
         (status, body["error"].as_str()),
         (502, Some("app_failed")),
@@ -211,7 +207,7 @@ fn a_missing_image_and_a_command_that_exits_at_once_are_clear_errors_then_crashl
 
     let image = dn.build_image("exits", "[\"/bin/hello-http\"]");
     let (status, body) = deploy(
-        dn.node.api(),
+        &dn.node,
         &docker_manifest("dk-exits", &image, "command = [\"/bin/nope\"]\n"),
         None,
     );
@@ -301,7 +297,7 @@ fn a_container_that_never_listens_times_out_and_is_removed() {
     );
     let image = format!("tabbify-test/deaf:{}", unique("t"));
     dn.build_with(&image, "[\"/bin/deaf\"]", &[&deaf]);
-    let (status, body) = deploy(dn.node.api(), &docker_manifest("dk-deaf", &image, ""), None);
+    let (status, body) = deploy(&dn.node, &docker_manifest("dk-deaf", &image, ""), None);
     assert_eq!(
         (status, body["error"].as_str()),
         (502, Some("app_failed")),
@@ -330,11 +326,7 @@ fn a_container_that_never_listens_times_out_and_is_removed() {
 #[test]
 fn a_node_without_a_daemon_refuses_docker_apps() {
     let dn = DockerNode::start_with_env(&[], &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
-    let (status, body) = deploy(
-        dn.node.api(),
-        &docker_manifest("dk-none", "hello:1", ""),
-        None,
-    );
+    let (status, body) = deploy(&dn.node, &docker_manifest("dk-none", "hello:1", ""), None);
     assert_eq!(status, 422, "{body}");
     let msg = body["message"].as_str().unwrap();
     assert!(msg.contains("offers no docker runtime"), "{msg}");
@@ -377,11 +369,7 @@ fn a_daemon_that_goes_away_is_reported_and_the_app_keeps_serving() {
     // The container itself still runs, and the runner still forwards to it.
     assert_eq!(away.state, AppState::Running, "{away:#?}");
     assert_eq!(curl_get(&app.url), (200, BODY.to_string()));
-    let (status, body) = deploy(
-        dn.node.api(),
-        &docker_manifest("dk-later", &image, ""),
-        None,
-    );
+    let (status, body) = deploy(&dn.node, &docker_manifest("dk-later", &image, ""), None);
     assert_eq!(status, 422, "no new docker apps meanwhile: {body}");
 
     link.bring_up();

@@ -43,10 +43,15 @@ fn deploy_serve_log_kill_stop_start_delete() {
     assert_eq!(record["current"]["runner"]["identity"]["pid"], pid);
 
     // The log has the guest's own line for that request.
-    let (status, log) = curl(&[&format!("{}/v1/apps/{id}/logs", node.api())]);
+    let auth = node.auth();
+    let (status, log) = curl(&["-H", &auth, &format!("{}/v1/apps/{id}/logs", node.api())]);
     assert_eq!(status, 200);
     assert!(log.contains("hello-wasm: Method::Get /"), "{log}");
-    let (_, tail) = curl(&[&format!("{}/v1/apps/{id}/logs?tail=1", node.api())]);
+    let (_, tail) = curl(&[
+        "-H",
+        &auth,
+        &format!("{}/v1/apps/{id}/logs?tail=1", node.api()),
+    ]);
     assert_eq!(tail.lines().count(), 1, "{tail}");
     let (status, bad) = node.get(&format!("/v1/apps/{id}/logs?colour=red"));
     assert_eq!(status, 400, "{bad}");
@@ -100,7 +105,7 @@ fn deploy_serve_log_kill_stop_start_delete() {
 
     // Follow the log: a request made now shows up in the open stream.
     let mut follower = Command::new("curl")
-        .args(["-sSN", "--max-time", "30"])
+        .args(["-sSN", "--max-time", "30", "-H", auth.as_str()])
         .arg(format!(
             "{}/v1/apps/{id}/logs?follow=true&tail=0",
             node.api()
@@ -188,11 +193,14 @@ async fn redeploy_swaps_versions_without_a_failed_request() {
 
     // Version 2 (another component under the same name) replaces version 1 while requests flow.
     let api = node.api().to_string();
+    let auth = node.auth();
     let (status, v2) = {
-        let api = api.clone();
-        tokio::task::spawn_blocking(move || deploy_to(&api, &manifest("web", ""), &misbehave))
-            .await
-            .unwrap()
+        let (api, auth) = (api.clone(), auth.clone());
+        tokio::task::spawn_blocking(move || {
+            deploy_to(&api, &auth, &manifest("web", ""), &misbehave)
+        })
+        .await
+        .unwrap()
     };
     assert_eq!(status, 200, "{v2}");
     assert_eq!(v2["app_id"], id.as_str(), "same app, new version");
@@ -202,7 +210,7 @@ async fn redeploy_swaps_versions_without_a_failed_request() {
 
     // A bad version 3: refused, and version 2 keeps serving throughout.
     let (status, bad) = tokio::task::spawn_blocking(move || {
-        deploy_to(&api, &manifest("web", ""), b"\0asm\x01\0\0\0")
+        deploy_to(&api, &auth, &manifest("web", ""), b"\0asm\x01\0\0\0")
     })
     .await
     .unwrap();
@@ -255,7 +263,7 @@ fn metrics_count_apps_by_state_and_their_restarts() {
     let hello = example_wasm("hello-wasm");
     let app = node.deploy_ok(&manifest("counted", ""), &hello);
     let id = app.app_id.to_string();
-    let (status, text) = curl_get(&format!("{}/metrics", node.api()));
+    let (status, text) = curl(&["-H", &node.auth(), &format!("{}/metrics", node.api())]);
     assert_eq!(status, 200);
     let metrics = Exposition::parse(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
     assert_eq!(
@@ -274,7 +282,7 @@ fn metrics_count_apps_by_state_and_their_restarts() {
     node.wait_app(&id, "restarted", |a| {
         a.restart.restarts == 1 && a.state == AppState::Running
     });
-    let (_, text) = curl_get(&format!("{}/metrics", node.api()));
+    let (_, text) = curl(&["-H", &node.auth(), &format!("{}/metrics", node.api())]);
     let metrics = Exposition::parse(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
     assert_eq!(
         metrics.value(

@@ -56,6 +56,8 @@ fn an_app_on_node_a_answers_node_b_over_the_mesh() {
     let (status, body) = curl(
         &ha,
         &[
+            "-H",
+            &node_a.auth(),
             "-F",
             &format!("manifest=@{}", manifest.display()),
             "-F",
@@ -118,7 +120,16 @@ fn an_app_on_node_a_answers_node_b_over_the_mesh() {
     });
 
     // Delete: the address goes with the app.
-    let (status, body) = curl(&ha, &["-X", "DELETE", &format!("{api_a}/v1/apps/{id}")]);
+    let (status, body) = curl(
+        &ha,
+        &[
+            "-H",
+            &node_a2.auth(),
+            "-X",
+            "DELETE",
+            &format!("{api_a}/v1/apps/{id}"),
+        ],
+    );
     assert_eq!(status, 204, "{body}");
     assert!(
         !lo_addrs(&ha).contains(&format!("{app_ip}/128")),

@@ -107,7 +107,12 @@ fn processes_mentioning(needle: &Path) -> Vec<u32> {
 }
 
 fn app_log(node: &Node, id: &str) -> String {
-    curl(&[&format!("{}/v1/apps/{id}/logs", node.api())]).1
+    curl(&[
+        "-H",
+        &node.auth(),
+        &format!("{}/v1/apps/{id}/logs", node.api()),
+    ])
+    .1
 }
 
 /// The tap named in the runner's "booting microVM" line.

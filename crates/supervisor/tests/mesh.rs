@@ -20,7 +20,14 @@ fn start_node(mesh: &MeshLab, host: &Host, name: &str, token: &str, dir: &Path) 
 }
 
 fn curl(from: &Host, url: &str) -> Option<String> {
-    let out = from.exec("curl", &["-sS", "-m", "3", "-g", url]).ok()?;
+    curl_with(from, &[], url)
+}
+
+fn curl_with(from: &Host, extra: &[&str], url: &str) -> Option<String> {
+    let mut args = vec!["-sS", "-m", "3", "-g"];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let out = from.exec("curl", &args).ok()?;
     if !out.status.success() {
         eprintln!(
             "curl {url} from {}: {}",
@@ -34,7 +41,12 @@ fn curl(from: &Host, url: &str) -> Option<String> {
 }
 
 fn mesh_stats(from: &Host, node: &Node) -> serde_json::Value {
-    let body = curl(from, &format!("http://[{}]:8730/v1/mesh", node.ula)).unwrap();
+    let body = curl_with(
+        from,
+        &["-H", &node.auth()],
+        &format!("http://[{}]:8730/v1/mesh", node.ula),
+    )
+    .unwrap();
     serde_json::from_str(&body).unwrap()
 }
 

@@ -74,7 +74,7 @@ pub async fn deploy(
     let manifest = Manifest::from_toml_str(&text)
         .with_context(|| format!("{} is not a valid manifest", args.manifest.display()))?;
     let digest = match artifact_path(&manifest, &args.manifest, args.artifact.as_deref()) {
-        Some(path) => Some(stage(&args.appsrv, admin, &path, args.quiet).await?),
+        Some(path) => Some(stage(client, &args.appsrv, admin, &path, args.quiet).await?),
         None => None,
     };
     let req = CreateAppRequest {
@@ -104,8 +104,15 @@ pub async fn deploy(
     Ok(Deployed { view, change })
 }
 
-/// Uploads `path` to the appsrv unless a blob with its digest is already there.
-async fn stage(appsrv: &str, token: &str, path: &Path, quiet: bool) -> Result<ArtifactDigest> {
+/// Uploads `path` to the appsrv unless a blob with its digest is already there, with an
+/// `artifacts:write` token minted for this upload.
+async fn stage(
+    client: &CoordinatorClient,
+    appsrv: &str,
+    admin: &str,
+    path: &Path,
+    quiet: bool,
+) -> Result<ArtifactDigest> {
     let bytes = tokio::fs::read(path)
         .await
         .with_context(|| format!("reading the artifact {}", path.display()))?;
@@ -124,6 +131,7 @@ async fn stage(appsrv: &str, token: &str, path: &Path, quiet: bool) -> Result<Ar
         }
         return Ok(digest);
     }
+    let token = crate::operator::upload_token(client, admin).await?;
     let total = bytes.len() as u64;
     let bar = if quiet {
         ProgressBar::hidden()
@@ -145,7 +153,7 @@ async fn stage(appsrv: &str, token: &str, path: &Path, quiet: bool) -> Result<Ar
     });
     let resp = http
         .put(&url)
-        .bearer_auth(token)
+        .bearer_auth(&token)
         .header(reqwest::header::CONTENT_LENGTH, total)
         .body(reqwest::Body::wrap_stream(body))
         .send()
@@ -320,10 +328,12 @@ pub async fn remove(client: &CoordinatorClient, admin: &str, name: &AppName) -> 
     Ok(())
 }
 
-/// Prints the log of one replica, from its node's control API.
+/// Prints the log of one replica, from its node's control API, with an operator token
+/// (`node:read`; a fresh one once if the node refuses the cached one).
 pub async fn logs(
     client: &CoordinatorClient,
     admin: &str,
+    tokens: &crate::operator::NodeTokens<'_>,
     name: &AppName,
     follow: bool,
     node_api: Option<&str>,
@@ -341,13 +351,28 @@ pub async fn logs(
         }
     };
     let http = reqwest::Client::new();
-    let list: NodeAppList = http
-        .get(format!("{api}/v1/apps"))
+    let list_url = format!("{api}/v1/apps");
+    let mut token = tokens.get(tabbify_auth::Scope::NodeRead).await?;
+    let mut resp = http
+        .get(&list_url)
+        .bearer_auth(&token)
         .timeout(Duration::from_secs(10))
         .send()
         .await
-        .with_context(|| format!("cannot reach the node API at {api} (pass --node-api)"))?
-        .error_for_status()?
+        .with_context(|| format!("cannot reach the node API at {api} (pass --node-api)"))?;
+    if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+        // Expired in between, or the signing key was rotated: one fresh token, once.
+        token = tokens.fresh().await?;
+        resp = http
+            .get(&list_url)
+            .bearer_auth(&token)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the node API at {api}"))?;
+    }
+    let list: NodeAppList = node_ok(resp)
+        .await?
         .json()
         .await
         .context("the node's app list does not parse")?;
@@ -360,12 +385,14 @@ pub async fn logs(
     if follow {
         url.push_str("?follow=true");
     }
-    let resp = http
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("fetching {url}"))?
-        .error_for_status()?;
+    let resp = node_ok(
+        http.get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .with_context(|| format!("fetching {url}"))?,
+    )
+    .await?;
     let mut body = resp.bytes_stream();
     use std::io::Write;
     let mut out = std::io::stdout();
@@ -375,6 +402,19 @@ pub async fn logs(
         out.flush()?;
     }
     Ok(())
+}
+
+/// The response when it succeeded; otherwise an error with the node's reason.
+async fn node_ok(resp: reqwest::Response) -> Result<reqwest::Response> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let text = resp.text().await.unwrap_or_default();
+    let why = serde_json::from_str::<tabbify_wire::ErrorBody>(&text)
+        .map(|b| b.to_string())
+        .unwrap_or(text);
+    bail!("the node answered {status}: {}", why.trim())
 }
 
 #[cfg(test)]

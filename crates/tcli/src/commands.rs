@@ -56,6 +56,9 @@ enum Command {
         #[command(subcommand)]
         command: PeerCommand,
     },
+    /// Get an operator token for the nodes' control APIs (with the admin token) and cache it;
+    /// commands that need one do this by themselves when none is cached or it ran out.
+    Login(LoginArgs),
     /// Manage join tokens.
     Token {
         #[command(subcommand)]
@@ -95,6 +98,25 @@ enum Command {
         #[command(subcommand)]
         command: crate::node::NodeCommand,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct LoginArgs {
+    /// Lifetime, e.g. 1h, 12h (default: the coordinator's, 12h; at most 7d).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ttl: Option<Duration>,
+    /// Scopes to ask for (repeatable): node:read, node:write, artifacts:write.
+    #[arg(long = "scope", default_values = ["node:read", "node:write"])]
+    scopes: Vec<tabbify_auth::Scope>,
+    /// Only valid on the node with this name (repeatable).
+    #[arg(long = "node")]
+    nodes: Vec<String>,
+    /// Only valid on nodes carrying this tag (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<Tag>,
+    /// Print the token on stdout (for curl and scripts) besides caching it.
+    #[arg(long)]
+    print: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +187,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Token { command } => token(&client, &admin()?, command).await,
+        Command::Login(args) => login(&client, &admin()?, args).await,
         Command::Deploy(args) => {
             let done = crate::apps::deploy(&client, &admin()?, &args).await?;
             crate::apps::print_deployed(&done.view);
@@ -176,11 +199,52 @@ pub async fn run(cli: Cli) -> Result<()> {
             name,
             follow,
             node_api,
-        } => crate::apps::logs(&client, &admin()?, &name, follow, node_api.as_deref()).await,
+        } => {
+            let tokens = crate::operator::NodeTokens {
+                client: &client,
+                admin: &admin,
+            };
+            crate::apps::logs(
+                &client,
+                &admin()?,
+                &tokens,
+                &name,
+                follow,
+                node_api.as_deref(),
+            )
+            .await
+        }
         Command::Rm { name } => crate::apps::remove(&client, &admin()?, &name).await,
         Command::Dev(args) => crate::dev::run(args).await,
         Command::Node { command } => crate::node::run(command).await,
     }
+}
+
+async fn login(client: &CoordinatorClient, admin: &str, args: LoginArgs) -> Result<()> {
+    let req = tabbify_wire::operator::CreateOperatorTokenRequest {
+        scopes: args.scopes,
+        ttl_secs: args.ttl.map(|t| t.as_secs()),
+        subject: Some(crate::operator::subject()),
+        nodes: (!args.nodes.is_empty()).then_some(args.nodes),
+        tags: (!args.tags.is_empty()).then_some(args.tags),
+    };
+    let (created, path) = crate::operator::login(client, admin, &req).await?;
+    if args.print {
+        println!("{}", created.token);
+    }
+    eprintln!(
+        "operator token {} ({}) cached in {}; expires {}",
+        created.id,
+        created
+            .scopes
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        path.display(),
+        created.expires_at.to_rfc3339()
+    );
+    Ok(())
 }
 
 async fn peers(

@@ -132,6 +132,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .context("creating a join token")?;
 
     let node_log = dir.join("node.log");
+    let control_socket = dir.join("node-control.sock");
     let node_args = |dataplane: &str| -> Vec<String> {
         [
             "--data-dir",
@@ -150,6 +151,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
             DEV_TUN,
             "--listen-port",
             "0",
+            "--control-socket",
+            &control_socket.display().to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -181,8 +184,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
             format!("127.0.0.1:{}", args.appsrv_port),
             "--data-dir".into(),
             dir.join("appsrv").display().to_string(),
-            "--upload-token-file".into(),
-            admin_path.display().to_string(),
+            "--token-key-file".into(),
+            dir.join("coordinator")
+                .join("signing-key.pub")
+                .display()
+                .to_string(),
         ],
         &appsrv_log,
     )?;
@@ -268,6 +274,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
             .join(",")
     );
     println!("mesh         {mesh_mode}");
+    println!(
+        "tokens       `tcli --coordinator {url} --admin-token-file {} login --print`; no token: curl --unix-socket {} http://node/v1/apps",
+        admin_path.display(),
+        control_socket.display()
+    );
     println!(
         "state        {}  (logs: coordinator.log, appsrv.log, node.log)",
         dir.display()

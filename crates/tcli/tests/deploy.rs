@@ -15,14 +15,21 @@ use tabbify_testkit::{ChildGuard, bin_path, workspace_root};
 
 const GREETING: &str = "hello from tabbify wasm\n";
 
+/// tcli with its token cache beside the coordinator's data dir (never the real home).
 fn tcli(coord: &str, admin: &Path, args: &[&str]) -> Output {
     Command::new(bin_path("tcli").unwrap())
         .args(["--coordinator", coord, "--admin-token-file"])
         .arg(admin)
         .args(args)
         .env_remove("TABBIFY_ADMIN_TOKEN")
+        .env_remove("TABBIFY_OPERATOR_TOKEN")
+        .env("XDG_CACHE_HOME", cache_of(admin))
         .output()
         .unwrap()
+}
+
+fn cache_of(admin: &Path) -> PathBuf {
+    admin.parent().unwrap().parent().unwrap().join("tcli-cache")
 }
 
 fn ok(o: Output) -> String {
@@ -61,8 +68,12 @@ fn hello_wasm() -> PathBuf {
 }
 
 fn get(url: &str) -> (u16, String) {
+    get_with(url, "X-No-Auth: 1")
+}
+
+fn get_with(url: &str, header: &str) -> (u16, String) {
     let out = Command::new("curl")
-        .args(["-sS", "-m", "5", "-w", "\n%{http_code}", url])
+        .args(["-sS", "-m", "5", "-H", header, "-w", "\n%{http_code}", url])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -103,8 +114,8 @@ fn deploy_serve_log_remove_and_refuse_a_tampered_artifact() {
     appsrv_cmd
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("appsrv"))
-        .arg("--upload-token-file")
-        .arg(&admin)
+        .arg("--token-key-file")
+        .arg(coord.data_dir.join("signing-key.pub"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let mut child = appsrv_cmd.spawn().unwrap();
@@ -167,6 +178,18 @@ fn deploy_serve_log_remove_and_refuse_a_tampered_artifact() {
         &["logs", "hello", "--node-api", &node.api],
     ));
     assert!(logs.contains("hello-wasm: Method::Get /"), "{logs}");
+    // It got itself an operator token and cached it privately.
+    let cached: Vec<_> = std::fs::read_dir(cache_of(&admin).join("tabbify"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cached[0]).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The node refuses the same read without it.
+    let (code, body) = get(&format!("{}/v1/apps", node.api));
+    assert_eq!(code, 401, "{body}");
 
     // The same deploy again is a no-op: same version, nothing re-uploaded.
     let again = tcli(
@@ -206,7 +229,19 @@ fn deploy_serve_log_remove_and_refuse_a_tampered_artifact() {
             "-H",
             &format!(
                 "authorization: Bearer {}",
-                std::fs::read_to_string(&admin).unwrap().trim()
+                ok(tcli(
+                    &coord.url,
+                    &admin,
+                    &[
+                        "login",
+                        "--print",
+                        "--scope",
+                        "artifacts:write",
+                        "--ttl",
+                        "5m"
+                    ]
+                ))
+                .trim()
             ),
         ])
         .arg(format!("{appsrv}/v1/blobs/sha256:{digest}"))
@@ -245,8 +280,16 @@ fn deploy_serve_log_remove_and_refuse_a_tampered_artifact() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(error.contains("bytes that do not match"), "{error}");
-    let (code, body) = get(&format!("{}/v1/apps", node.api));
-    assert_eq!(code, 200);
+    let read = ok(tcli(
+        &coord.url,
+        &admin,
+        &["login", "--print", "--scope", "node:read"],
+    ));
+    let (code, body) = get_with(
+        &format!("{}/v1/apps", node.api),
+        &format!("Authorization: Bearer {}", read.trim()),
+    );
+    assert_eq!(code, 200, "{body}");
     let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&body).unwrap()["apps"]
         .as_array()
         .unwrap()

@@ -101,6 +101,20 @@ pub struct SupervisorProc {
     pub api: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Its control socket (no token needed): `<data-dir>/control.sock` unless the args name
+    /// another.
+    pub control_socket: PathBuf,
+}
+
+impl SupervisorProc {
+    /// The operator token a `--no-mesh` supervisor wrote to `<data-dir>/control-token`.
+    pub fn control_token(&self) -> Result<String> {
+        let p = self.data_dir.join("control-token");
+        Ok(std::fs::read_to_string(&p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .trim()
+            .to_string())
+    }
 }
 
 /// How to start a supervisor.
@@ -140,6 +154,11 @@ impl SupervisorProc {
         if opts.no_mesh {
             cmd.arg("--no-mesh");
         }
+        // Each test's node has its own socket (the default /run/tabbify/control.sock is shared).
+        let control_socket = data_dir.join("control.sock");
+        if !opts.args.iter().any(|a| a.starts_with("--control-socket")) {
+            cmd.arg("--control-socket").arg(&control_socket);
+        }
         cmd.args(&opts.args);
         for (k, v) in &opts.env {
             cmd.env(k, v);
@@ -154,6 +173,7 @@ impl SupervisorProc {
             api,
             data_dir: data_dir.to_path_buf(),
             log,
+            control_socket,
         })
     }
 }

@@ -2,7 +2,7 @@
 //! starts on a spare loopback port with a throwaway identity (`--no-mesh --bind 127.0.0.1:0
 //! --data-dir <tmp>`), must print its listening line, answer a healthy `/health` of its own
 //! version, and stop cleanly on SIGTERM. It never touches the node's state directory, its mesh
-//! identity or port 8730, so the running node is undisturbed.
+//! identity, port 8730 or the control socket, so the running node is undisturbed.
 
 use crate::health::{probe, probe_client};
 use nix::sys::signal::{Signal, kill};
@@ -75,6 +75,9 @@ pub async fn check_candidate(
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("RUST_LOG", "warn")
+        // Not the node's control socket either (an environment variable, which a release
+        // older than the socket ignores, where a flag would fail it).
+        .env("TABBIFY_CONTROL_SOCKET", "off")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

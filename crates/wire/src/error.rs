@@ -28,6 +28,16 @@ pub enum ErrorCode {
     AppFailed,
     /// A proxy (the ingress) reached no replica that answered (502).
     BadGateway,
+    /// An operator token that does not parse as one (401).
+    TokenMalformed,
+    /// An operator token whose issue time lies in the future (401).
+    TokenNotYetValid,
+    /// An operator token not signed by the key this side trusts (401).
+    TokenBadSignature,
+    /// An operator token without the scope the request needs (401).
+    WrongScope,
+    /// An operator token limited to other nodes (401).
+    WrongNode,
     #[serde(other)]
     Other,
 }

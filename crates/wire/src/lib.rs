@@ -12,6 +12,7 @@ pub mod key;
 pub mod mesh;
 pub mod net;
 pub mod node_apps;
+pub mod operator;
 pub mod placement;
 pub mod runner;
 pub mod tag;

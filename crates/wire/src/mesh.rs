@@ -63,6 +63,10 @@ pub struct RegisterResponse {
     #[serde(default)]
     pub observed_addr: Option<std::net::IpAddr>,
     pub revision: u64,
+    /// The public key that signs operator tokens (`tbfk_…`): the node pins it and checks
+    /// tokens on its control API with it, offline. Absent from older coordinators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
 }
 
 /// `POST /v1/mesh/certificate`: a node renews its client certificate over mTLS.

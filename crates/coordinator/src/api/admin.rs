@@ -1,4 +1,5 @@
-//! Admin API: join tokens (create, list, revoke). Every route needs the admin token.
+//! Admin API: join tokens (create, list, revoke) and operator tokens (mint). Every route needs
+//! the admin token.
 
 use super::error::ApiError;
 use super::extract::JsonBody;
@@ -9,6 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use std::sync::Arc;
 use tabbify_wire::Timestamp;
+use tabbify_wire::operator::{CreateOperatorTokenRequest, CreatedOperatorToken};
 use tabbify_wire::token::{CreateJoinTokenRequest, CreatedJoinToken, JoinTokenList};
 
 pub async fn create_join_token(
@@ -55,4 +57,39 @@ pub async fn revoke_join_token(
         .await??;
     tracing::info!(token = %id, "join token revoked");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Mints an operator token. The token is in the answer only: never stored, never logged (its
+/// id is, with who holds it and what it grants).
+pub async fn create_operator_token(
+    State(svc): State<Arc<Service>>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<CreateOperatorTokenRequest>,
+) -> Result<(StatusCode, Json<CreatedOperatorToken>), ApiError> {
+    require_admin(&svc, &headers)?;
+    let grant = crate::operator_tokens::check_request(&req).map_err(ApiError::bad_request)?;
+    let now = Timestamp::now();
+    let (token, claims) = tabbify_auth::mint(svc.signing_key(), &grant, now.unix_ms() / 1000);
+    tracing::info!(
+        id = %claims.jti,
+        subject = %claims.sub,
+        scopes = ?claims.scopes,
+        nodes = ?claims.nodes,
+        tags = ?claims.tags,
+        ttl_secs = grant.ttl_secs,
+        "operator token minted"
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedOperatorToken {
+            token,
+            id: claims.jti,
+            subject: claims.sub,
+            scopes: claims.scopes,
+            issued_at: Timestamp(claims.iat.saturating_mul(1000)),
+            expires_at: Timestamp(claims.exp.saturating_mul(1000)),
+            nodes: claims.nodes,
+            tags: claims.tags,
+        }),
+    ))
 }

@@ -25,6 +25,7 @@ use tabbify_wire::mesh::{
     HeartbeatRequest, HeartbeatResponse, Peer, RegisterRequest, RegisterResponse,
     RenewCertificateRequest, RenewCertificateResponse,
 };
+use tabbify_wire::operator::SigningKeyInfo;
 use tabbify_wire::{Tag, Timestamp};
 
 /// SSE comment interval that keeps idle watch connections (and proxies) from timing out.
@@ -114,7 +115,15 @@ pub async fn register(
             .map(|m| m.ca.cert_pem().to_string()),
         observed_addr: Some(remote.ip().to_canonical()),
         revision: reg.revision,
+        signing_key: Some(svc.signing_key().verifying_key().to_text()),
     }))
+}
+
+/// The public key that signs operator tokens (public: it only verifies).
+pub async fn signing_key(State(svc): State<Arc<Service>>) -> Json<SigningKeyInfo> {
+    Json(SigningKeyInfo {
+        public_key: svc.signing_key().verifying_key().to_text(),
+    })
 }
 
 fn log_admission(svc: &Service, reg: &Registered, remote: SocketAddr) {

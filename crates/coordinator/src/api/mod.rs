@@ -42,6 +42,11 @@ pub fn router(service: Arc<Service>) -> Router {
             "/v1/mesh/peers/{id}/revoke-certificates",
             post(mesh::revoke_certificates),
         )
+        .route("/v1/mesh/signing-key", get(mesh::signing_key))
+        .route(
+            "/v1/admin/operator-tokens",
+            post(admin::create_operator_token),
+        )
         .route(
             "/v1/admin/join-tokens",
             post(admin::create_join_token).get(admin::list_join_tokens),

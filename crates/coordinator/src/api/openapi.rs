@@ -144,6 +144,36 @@ fn samples() -> Map<String, Value> {
             ca_certificate: Some("-----BEGIN CERTIFICATE-----\n...".into()),
             observed_addr: Some(underlay),
             revision: 7,
+            signing_key: Some("tbfk_...".into()),
+        }),
+    );
+    add(
+        "CreateOperatorTokenRequest",
+        component(&tabbify_wire::operator::CreateOperatorTokenRequest {
+            scopes: vec![tabbify_wire::operator::Scope::NodeRead],
+            ttl_secs: Some(3600),
+            subject: Some("alice".into()),
+            nodes: Some(vec!["edge-fra-1".into()]),
+            tags: Some(vec![Tag::wasm()]),
+        }),
+    );
+    add(
+        "CreatedOperatorToken",
+        component(&tabbify_wire::operator::CreatedOperatorToken {
+            token: "tbfo_<claims>.<signature>".into(),
+            id: "5d0c1f2e3a4b5c6d7e8f901a2b3c4d5e".into(),
+            subject: "alice".into(),
+            scopes: vec![tabbify_wire::operator::Scope::NodeRead],
+            issued_at: Timestamp(1_700_000_000_000),
+            expires_at: Timestamp(1_700_003_600_000),
+            nodes: Some(vec!["edge-fra-1".into()]),
+            tags: Some(vec![Tag::wasm()]),
+        }),
+    );
+    add(
+        "SigningKeyInfo",
+        component(&tabbify_wire::operator::SigningKeyInfo {
+            public_key: "tbfk_...".into(),
         }),
     );
     add(
@@ -425,6 +455,15 @@ pub fn document() -> Value {
                 "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {"schema": {"oneOf": [
                     {"$ref": "#/components/schemas/RosterSnapshot"}, {"$ref": "#/components/schemas/RosterEvent"}]}}}},
                     "400": err("since is not a revision")}
+            }},
+            "/v1/mesh/signing-key": {"get": {
+                "summary": "The public key that signs operator tokens (nodes pin it at join; the appsrv verifies uploads with it)",
+                "responses": {"200": ok("SigningKeyInfo", "the key")}
+            }},
+            "/v1/admin/operator-tokens": {"post": {
+                "summary": "Mint an operator token for nodes' control APIs (node:read, node:write) or appsrv uploads (artifacts:write); shown once, never stored",
+                "security": admin, "requestBody": body("CreateOperatorTokenRequest"),
+                "responses": {"201": ok("CreatedOperatorToken", "minted"), "400": err("no scope, unknown scope, ttl out of range, bad node name or tag"), "401": err("unauthorized")}
             }},
             "/v1/admin/join-tokens": {
                 "post": {"summary": "Create a join token (the secret is shown once)", "security": admin, "requestBody": body("CreateJoinTokenRequest"),

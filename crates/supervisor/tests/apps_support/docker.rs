@@ -174,7 +174,12 @@ impl DockerNode {
     }
 
     pub fn app_log(&self, id: &str) -> String {
-        curl(&[&format!("{}/v1/apps/{id}/logs", self.node.api())]).1
+        curl(&[
+            "-H",
+            &self.node.auth(),
+            &format!("{}/v1/apps/{id}/logs", self.node.api()),
+        ])
+        .1
     }
 }
 
@@ -201,11 +206,17 @@ pub fn docker_manifest(name: &str, image: &str, extra: &str) -> String {
 }
 
 /// Deploys with `curl -F`: the manifest, and the image tarball when given.
-pub fn deploy(api: &str, manifest: &str, tarball: Option<&Path>) -> (u16, serde_json::Value) {
+pub fn deploy(node: &Node, manifest: &str, tarball: Option<&Path>) -> (u16, serde_json::Value) {
+    let api = node.api();
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path().join("tabbify.toml");
     std::fs::write(&m, manifest).unwrap();
-    let mut args = vec!["-F".to_string(), format!("manifest=@{}", m.display())];
+    let mut args = vec![
+        "-H".to_string(),
+        node.auth(),
+        "-F".to_string(),
+        format!("manifest=@{}", m.display()),
+    ];
     if let Some(t) = tarball {
         args.extend(["-F".to_string(), format!("artifact=@{}", t.display())]);
     }
@@ -215,7 +226,7 @@ pub fn deploy(api: &str, manifest: &str, tarball: Option<&Path>) -> (u16, serde_
 }
 
 pub fn deploy_ok(node: &DockerNode, manifest: &str, tarball: Option<&Path>) -> AppInfo {
-    let (status, body) = deploy(node.node.api(), manifest, tarball);
+    let (status, body) = deploy(&node.node, manifest, tarball);
     assert_eq!(status, 201, "{body}\n{}", node.node.log());
     serde_json::from_value(body).unwrap()
 }

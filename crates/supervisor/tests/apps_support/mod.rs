@@ -22,7 +22,7 @@ pub fn example_wasm(name: &str) -> PathBuf {
     let built = BUILT.get_or_init(|| {
         let out = Command::new("bash")
             .arg(root.join("examples/build.sh"))
-            .args(["hello-wasm", "misbehave"])
+            .args(["hello-wasm", "misbehave", "fetcher"])
             .stdout(Stdio::null())
             .output()
             .map_err(|e| e.to_string())?;
@@ -104,6 +104,16 @@ impl Node {
         &self.proc.as_ref().unwrap().api
     }
 
+    /// The node's local operator token (`<data-dir>/control-token`).
+    pub fn token(&self) -> String {
+        self.proc.as_ref().unwrap().control_token().unwrap()
+    }
+
+    /// `Authorization: Bearer <the node's token>`, for `curl -H`.
+    pub fn auth(&self) -> String {
+        format!("Authorization: Bearer {}", self.token())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(format!("{}.log", self.data_dir.display())).unwrap_or_default()
     }
@@ -121,7 +131,7 @@ impl Node {
 
     /// `curl -F manifest=@... -F artifact=@...`: the HTTP status and the JSON body.
     pub fn deploy(&self, manifest: &str, artifact: &[u8]) -> (u16, serde_json::Value) {
-        deploy_to(self.api(), manifest, artifact)
+        deploy_to(self.api(), &self.auth(), manifest, artifact)
     }
 
     /// Deploys and expects success; returns the app.
@@ -136,15 +146,27 @@ impl Node {
     }
 
     pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        curl_json(&[&format!("{}{path}", self.api())])
+        curl_json(&["-H", &self.auth(), &format!("{}{path}", self.api())])
     }
 
     pub fn post(&self, path: &str) -> (u16, serde_json::Value) {
-        curl_json(&["-X", "POST", &format!("{}{path}", self.api())])
+        curl_json(&[
+            "-H",
+            &self.auth(),
+            "-X",
+            "POST",
+            &format!("{}{path}", self.api()),
+        ])
     }
 
     pub fn delete(&self, path: &str) -> (u16, serde_json::Value) {
-        curl_json(&["-X", "DELETE", &format!("{}{path}", self.api())])
+        curl_json(&[
+            "-H",
+            &self.auth(),
+            "-X",
+            "DELETE",
+            &format!("{}{path}", self.api()),
+        ])
     }
 
     pub fn app(&self, id: &str) -> AppInfo {
@@ -223,14 +245,22 @@ impl Drop for Node {
     }
 }
 
-/// Deploys to the supervisor API at `api` with `curl -F`: the HTTP status and the JSON body.
-pub fn deploy_to(api: &str, manifest: &str, artifact: &[u8]) -> (u16, serde_json::Value) {
+/// Deploys to the supervisor API at `api` with `curl -F` and the header `auth`: the HTTP status
+/// and the JSON body.
+pub fn deploy_to(
+    api: &str,
+    auth: &str,
+    manifest: &str,
+    artifact: &[u8],
+) -> (u16, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path().join("tabbify.toml");
     let a = dir.path().join("app.wasm");
     std::fs::write(&m, manifest).unwrap();
     std::fs::write(&a, artifact).unwrap();
     curl_json(&[
+        "-H",
+        auth,
         "-F",
         &format!("manifest=@{}", m.display()),
         "-F",

@@ -28,6 +28,8 @@ pub struct LabNode {
     pub guard: ChildGuard,
     pub data_dir: PathBuf,
     pub ula: Ipv6Addr,
+    /// An operator token (node:read, node:write) the coordinator minted, for its control API.
+    pub token: String,
 }
 
 /// How a node is started.
@@ -84,6 +86,13 @@ impl MeshLab {
         self.coord = Some(coord);
     }
 
+    /// kill -9 the coordinator (and leave it down).
+    pub fn kill_coordinator(&mut self) {
+        if let Some(mut c) = self.coord.take() {
+            c.kill();
+        }
+    }
+
     /// kill -9 the coordinator and start it again on the same data directory.
     pub fn crash_and_restart_coordinator(&mut self) {
         if let Some(mut c) = self.coord.take() {
@@ -92,14 +101,36 @@ impl MeshLab {
         self.start_coordinator();
     }
 
-    /// An appsrv on the coordinator's host, taking uploads with the admin token; its URL.
+    /// An operator token minted by the coordinator (`POST /v1/admin/operator-tokens` with the
+    /// admin token) for `request`, e.g. `{"scopes":["node:read"]}`.
+    pub fn operator_token(&self, request: &serde_json::Value) -> String {
+        let admin = std::fs::read_to_string(&self.admin_file).unwrap();
+        let (code, body) = curl(
+            &self.coord_host,
+            &[
+                "-H",
+                &format!("Authorization: Bearer {}", admin.trim()),
+                "-H",
+                "content-type: application/json",
+                "-d",
+                &request.to_string(),
+                "http://127.0.0.1:8888/v1/admin/operator-tokens",
+            ],
+        );
+        assert_eq!(code, 201, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    /// An appsrv on the coordinator's host, taking uploads with `artifacts:write` tokens signed
+    /// by the coordinator's key; its URL.
     pub fn start_appsrv(&self) -> (ChildGuard, String) {
         let mut cmd = self.coord_host.command(bin_path("tabbify-appsrv").unwrap());
         cmd.args(["--listen", "0.0.0.0:9000", "--insecure-no-mtls"])
             .arg("--data-dir")
             .arg(self.dir.path().join("appsrv"))
-            .arg("--upload-token-file")
-            .arg(&self.admin_file)
+            .arg("--token-key-file")
+            .arg(self.dir.path().join("coordinator/signing-key.pub"))
             .stdout(Stdio::piped())
             .stderr(log_file(self.dir.path(), "appsrv"));
         let mut g = self.coord_host.spawn(cmd).unwrap();
@@ -156,6 +187,8 @@ impl MeshLab {
             .args(&opts.extra_args)
             .arg("--data-dir")
             .arg(data_dir)
+            .arg("--control-socket")
+            .arg(data_dir.join("control.sock"))
             .stdout(Stdio::piped())
             .stderr(log_file(self.dir.path(), name));
         if !opts.docker {
@@ -182,12 +215,15 @@ impl MeshLab {
             .unwrap()
             .parse()
             .unwrap();
+        let token =
+            self.operator_token(&serde_json::json!({"scopes": ["node:read", "node:write"]}));
         LabNode {
             name: name.into(),
             host: host.clone(),
             guard,
             data_dir: data_dir.to_path_buf(),
             ula,
+            token,
         }
     }
 }
@@ -211,11 +247,20 @@ impl LabNode {
         self.guard.kill();
     }
 
+    /// `Authorization: Bearer <token>`, for `curl -H`.
+    pub fn auth(&self) -> String {
+        format!("Authorization: Bearer {}", self.token)
+    }
+
     /// The node's own app list, asked on the node itself.
     pub fn apps(&self) -> serde_json::Value {
         let (code, body) = curl(
             &self.host,
-            &[&format!("http://[{}]:8730/v1/apps", self.ula)],
+            &[
+                "-H",
+                &self.auth(),
+                &format!("http://[{}]:8730/v1/apps", self.ula),
+            ],
         );
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).unwrap()
