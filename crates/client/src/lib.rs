@@ -3,6 +3,7 @@
 //! so callers can tell a refused join token from an unreachable coordinator.
 
 mod apps;
+mod removed;
 mod watch;
 
 pub use apps::AppChange;

@@ -65,6 +65,7 @@ impl Server {
             serving_since: Timestamp::now(),
             node_lost_grace: config.node_lost_grace,
             default_appsrv: config.appsrv.clone(),
+            guards: config.guards,
         };
         let service = Arc::new(
             Service::new(store, &admin_token, settings)

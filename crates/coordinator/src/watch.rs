@@ -197,6 +197,7 @@ mod tests {
             serving_since: Timestamp::now(),
             node_lost_grace: Duration::from_secs(30),
             default_appsrv: None,
+            guards: crate::guards::Guards::default(),
         };
         let svc =
             Service::with_broadcast_capacity(store, "tbfa_test", settings, broadcast_capacity)

@@ -28,6 +28,11 @@ pub enum ErrorCode {
     AppFailed,
     /// A proxy (the ingress) reached no replica that answered (502).
     BadGateway,
+    /// A node's key belongs to a peer an operator removed; `tcli peers readmit` lets it back (403).
+    PeerRemoved,
+    /// The caller already holds as many open watch streams as allowed, or the coordinator does
+    /// (429).
+    TooManyStreams,
     #[serde(other)]
     Other,
 }

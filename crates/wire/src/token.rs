@@ -59,3 +59,11 @@ pub struct CreatedJoinToken {
 pub struct JoinTokenList {
     pub tokens: Vec<JoinTokenInfo>,
 }
+
+/// The answer to `DELETE /v1/admin/join-tokens/{id}?cascade=true`: the token is revoked and
+/// every peer it admitted is removed (their keys are refused until re-admitted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedJoinToken {
+    pub id: String,
+    pub removed_peers: Vec<crate::mesh::RemovedPeer>,
+}

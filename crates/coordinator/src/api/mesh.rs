@@ -13,6 +13,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use rand::Rng;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -209,12 +210,18 @@ pub struct WatchQuery {
 
 pub async fn watch(
     State(svc): State<Arc<Service>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<WatchQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let since = resume_revision(&headers, query.since)?;
-    let stream = watch::start(Arc::clone(&svc), since);
+    let permit = super::caller::open_stream(&svc, &headers, remote, "roster").await?;
+    // The slot is given back when the response stream is dropped (the client went away).
+    let stream = watch::start(Arc::clone(&svc), since).map(move |item| {
+        let _held = &permit;
+        item
+    });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(WATCH_KEEP_ALIVE))
         .into_response())

@@ -1,13 +1,15 @@
 //! The database layout and its version (`PRAGMA user_version`), applied in one transaction.
 //! Version 1 is the roster; version 2 adds the app table (apps, assignments with the nodes'
-//! reports, each node's assignment revision; the apps revision lives in `meta`).
+//! reports, each node's assignment revision; the apps revision lives in `meta`). Version 3 adds
+//! the keys of peers an operator removed (refused until re-admitted) and an index to find the
+//! peers a join token admitted.
 
 use super::StoreError;
 use rusqlite::Connection;
 use std::path::Path;
 
 /// The schema this build writes. Older files are migrated forward; newer ones are refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE meta (
@@ -81,6 +83,19 @@ CREATE TABLE node_assignments (
 ) STRICT;
 ";
 
+const SCHEMA_V3: &str = "
+CREATE TABLE removed_keys (
+    public_key   TEXT PRIMARY KEY,
+    peer_id      TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    removed_at   INTEGER NOT NULL,
+    reason       TEXT NOT NULL
+) STRICT;
+
+CREATE INDEX removed_keys_by_peer ON removed_keys (peer_id);
+CREATE INDEX peers_by_join_token ON peers (join_token_id);
+";
+
 /// Connection settings: WAL so readers never block the writer and a crash never tears a commit;
 /// `synchronous = NORMAL` keeps every commit safe against a process crash (kill -9) and the file
 /// consistent after power loss, at the price of possibly losing the last commits on power loss.
@@ -110,6 +125,9 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     }
     if found < 2 {
         tx.execute_batch(SCHEMA_V2)?;
+    }
+    if found < 3 {
+        tx.execute_batch(SCHEMA_V3)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
