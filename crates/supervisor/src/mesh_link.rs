@@ -101,6 +101,7 @@ impl MeshLink {
         let refresher = tokio::spawn(refresh_endpoints(endpoints, status.clone()));
         let follower = tokio::spawn(follow_roster(
             client,
+            reg.peer_credential.clone(),
             dataplane.clone(),
             settings.private_key,
             status,
@@ -134,8 +135,11 @@ impl MeshLink {
     }
 }
 
+/// Follows the roster; the stream is sent with the node's credential so the coordinator counts
+/// it under this peer (its stream cap is per caller), not under a NAT address shared with others.
 async fn follow_roster(
     client: CoordinatorClient,
+    credential: String,
     dataplane: Arc<DataPlane>,
     private_key: [u8; 32],
     status: StatusHandle,
@@ -144,7 +148,7 @@ async fn follow_roster(
     let mut roster = Roster::default();
     let mut synced = false;
     loop {
-        match client.watch(roster.revision()).await {
+        match client.watch_as_peer(&credential, roster.revision()).await {
             Ok(stream) => {
                 tracing::debug!(since = ?roster.revision(), "following the roster");
                 let mut stream = std::pin::pin!(stream);

@@ -6,6 +6,7 @@ mod apps;
 mod commands;
 mod dev;
 mod node;
+mod removed;
 mod table;
 
 use clap::Parser;
