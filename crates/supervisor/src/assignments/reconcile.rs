@@ -354,7 +354,7 @@ mod tests {
         // Neither known: nothing to compare, nothing to do.
         c.assigned.get_mut(&name("box")).unwrap().artifact_digest = None;
         c.local
-            .extend([local_running("box", AppState::Running, 'z')]);
+            .extend([local_running("box", AppState::Running, 'f')]);
         assert_eq!(c.plan(0), Plan::default());
     }
 
