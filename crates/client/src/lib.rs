@@ -4,6 +4,7 @@
 
 mod apps;
 mod operator;
+mod removed;
 mod watch;
 
 pub use apps::AppChange;

@@ -106,6 +106,9 @@ pub struct CoordinatorArgs {
     /// Roster events kept for resuming watchers (older ones get a snapshot instead).
     #[arg(long, hide = true, default_value_t = DEFAULT_EVENT_LOG_CAPACITY)]
     pub event_log_capacity: u64,
+
+    #[command(flatten)]
+    pub guards: crate::guards::GuardArgs,
 }
 
 /// How the coordinator serves TLS (absent with `--insecure-no-mtls`).
@@ -129,6 +132,7 @@ pub struct CoordinatorConfig {
     pub node_lost_grace: Duration,
     /// Checked, without a trailing slash.
     pub appsrv: Option<String>,
+    pub guards: crate::guards::Guards,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,6 +151,8 @@ pub enum ConfigError {
     EventLogCapacity,
     #[error("--appsrv: {0}")]
     Appsrv(String),
+    #[error(transparent)]
+    Guards(#[from] crate::guards::GuardError),
 }
 
 impl CoordinatorArgs {
@@ -206,6 +212,7 @@ impl CoordinatorArgs {
             event_log_capacity: self.event_log_capacity,
             node_lost_grace: self.node_lost_grace,
             appsrv,
+            guards: self.guards.into_guards()?,
         })
     }
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use tabbify_ingress::{AppLookup, EndpointSource, SourceError};
 use tabbify_wire::app::AppName;
 
-/// Replicas reported running on online nodes, from the store.
+/// Replicas reported running on online nodes, from the store; never an address outside the
+/// mesh (see `replica_address::proxyable`).
 pub struct StoreEndpoints {
     pub service: Arc<Service>,
 }
@@ -15,9 +16,10 @@ pub struct StoreEndpoints {
 impl EndpointSource for StoreEndpoints {
     async fn lookup(&self, app: &AppName) -> Result<AppLookup, SourceError> {
         let name = app.clone();
+        let loopback_ok = self.service.settings.guards.allow_loopback_replicas;
         let found = self
             .service
-            .read(move |s| s.app_endpoints(&name))
+            .read(move |s| s.app_endpoints(&name, loopback_ok))
             .await
             .map_err(SourceError::from_error)?;
         Ok(match found {

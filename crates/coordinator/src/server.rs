@@ -167,6 +167,7 @@ impl Server {
             node_lost_grace: config.node_lost_grace,
             default_appsrv: config.appsrv.clone(),
             mtls,
+            guards: config.guards,
         };
         let service = Arc::new(
             Service::new(store, &admin_token, settings)

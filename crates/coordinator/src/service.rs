@@ -10,11 +10,14 @@
 //! followed by a placement run before the next job starts, and the apps revision after every job
 //! is published on a `watch` channel that the assignment streams follow.
 
+use crate::guards::Guards;
 use crate::liveness::LivenessPolicy;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
+use crate::stream_limit::StreamLimiter;
 use crate::tokens::{self, SecretHash};
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 use tabbify_wire::mesh::RosterEvent;
 use tabbify_wire::{Ipv6Prefix, Timestamp};
@@ -43,6 +46,8 @@ pub struct Settings {
     pub default_appsrv: Option<String>,
     /// The mesh CA and node certificate lifetime; `None` with `--insecure-no-mtls`.
     pub mtls: Option<MeshTls>,
+    /// Stream caps and the loopback-replica allowance (`guards`).
+    pub guards: Guards,
 }
 
 /// What mTLS needs at request time.
@@ -83,6 +88,8 @@ pub struct Service {
     pub metrics: Metrics,
     /// Cancelled when the server shuts down; ends watch streams.
     pub shutdown: CancellationToken,
+    /// Open watch streams, capped per caller and in total.
+    pub streams: Arc<StreamLimiter>,
 }
 
 impl Service {
@@ -107,7 +114,12 @@ impl Service {
             .name("tabbify-store".into())
             .spawn(move || own_store(store, queue, broadcaster, apps_tx, auth_tx))
             .map_err(|e| ServiceError::Task(format!("cannot start the store thread: {e}")))?;
+        let streams = StreamLimiter::new(
+            settings.guards.watch_streams_per_identity,
+            settings.guards.watch_streams_total,
+        );
         Ok(Self {
+            streams,
             jobs,
             events,
             apps_revision,
@@ -290,6 +302,7 @@ mod tests {
             node_lost_grace: Duration::from_secs(30),
             default_appsrv: None,
             mtls: None,
+            guards: crate::guards::Guards::default(),
         }
     }
 

@@ -198,6 +198,7 @@ mod tests {
             node_lost_grace: Duration::from_secs(30),
             default_appsrv: None,
             mtls: None,
+            guards: crate::guards::Guards::default(),
         };
         let svc =
             Service::with_broadcast_capacity(store, "tbfa_test", settings, broadcast_capacity)

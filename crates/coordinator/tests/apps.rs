@@ -995,7 +995,10 @@ async fn kill_9_keeps_apps_assignments_reports_and_revision() {
 #[tokio::test]
 async fn the_ingress_proxies_to_a_reported_replica_and_says_why_it_cannot() {
     let dir = tempfile::tempdir().unwrap();
-    let c = Arc::new(Coordinator::start(&dir.path().join("data"), &CALM));
+    // The stand-in app serves on loopback, as a node without a data plane would.
+    let mut args = CALM.to_vec();
+    args.push("--allow-loopback-replicas");
+    let c = Arc::new(Coordinator::start(&dir.path().join("data"), &args));
     let token = c.reusable_token().await;
     let n1 = join(&c, &token, "n1", &["wasm"]).await;
     let api = client(&c);

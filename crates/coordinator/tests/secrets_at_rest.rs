@@ -78,7 +78,10 @@ async fn the_database_and_the_log_hold_no_plaintext_secret() {
     assert!(heartbeat(&c, &wrong_cred).await.is_client_error());
 
     // Uses: heartbeats, a re-registration with the credential, admin reads, an app placed.
-    assert_eq!(heartbeat(&c, a.peer_credential.as_deref().unwrap()).await, StatusCode::OK);
+    assert_eq!(
+        heartbeat(&c, a.peer_credential.as_deref().unwrap()).await,
+        StatusCode::OK
+    );
     let mut again = request(key(1), "node-alpha");
     again.peer_credential = a.peer_credential.clone();
     let _: RegisterResponse = c.register(None, &again).await;
@@ -130,8 +133,14 @@ async fn the_database_and_the_log_hold_no_plaintext_secret() {
     let secrets = [
         ("the fleet join token", fleet.token.as_str()),
         ("the single-use join token", once.token.as_str()),
-        ("alpha's peer credential", a.peer_credential.as_deref().unwrap()),
-        ("beta's peer credential", b.peer_credential.as_deref().unwrap()),
+        (
+            "alpha's peer credential",
+            a.peer_credential.as_deref().unwrap(),
+        ),
+        (
+            "beta's peer credential",
+            b.peer_credential.as_deref().unwrap(),
+        ),
         ("the admin token", c.admin.as_str()),
     ];
     let files = store_files(&data);

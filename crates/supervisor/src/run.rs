@@ -314,8 +314,15 @@ impl MeshNode {
         if let Some(old) = self.ingress.take() {
             old.stop().await;
         }
-        self.ingress =
-            Some(IngressServer::start(bind, client.clone(), reg.peer_credential.clone()).await?);
+        self.ingress = Some(
+            IngressServer::start(
+                bind,
+                client.clone(),
+                reg.peer_credential.clone(),
+                reg.mesh_prefix,
+            )
+            .await?,
+        );
         Ok(())
     }
 

@@ -42,7 +42,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// List the mesh roster.
+    /// List the mesh roster (or: `peers removed`, `peers readmit`).
+    #[command(args_conflicts_with_subcommands = true)]
     Peers {
         /// Only peers carrying this tag.
         #[arg(long)]
@@ -50,6 +51,8 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        command: Option<crate::removed::PeersCommand>,
     },
     /// Manage one peer.
     Peer {
@@ -154,7 +157,13 @@ enum TokenCommand {
         json: bool,
     },
     /// Revoke a join token by id.
-    Revoke { id: String },
+    Revoke {
+        id: String,
+        /// Also remove every peer this token admitted (their keys are refused until
+        /// `tcli peers readmit`).
+        #[arg(long)]
+        cascade: bool,
+    },
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -171,7 +180,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         )
     };
     match cli.command {
-        Command::Peers { tag, json } => peers(&client, &admin()?, tag, json).await,
+        Command::Peers {
+            command: Some(cmd), ..
+        } => crate::removed::run(&client, &admin()?, cmd).await,
+        Command::Peers { tag, json, .. } => peers(&client, &admin()?, tag, json).await,
         Command::Peer {
             command: PeerCommand::Rm { peer_id },
         } => {
@@ -369,9 +381,12 @@ async fn token(client: &CoordinatorClient, admin: &str, cmd: TokenCommand) -> Re
                 )
             );
         }
-        TokenCommand::Revoke { id } => {
+        TokenCommand::Revoke { id, cascade: false } => {
             client.revoke_join_token(admin, &id).await?;
             println!("revoked {id}");
+        }
+        TokenCommand::Revoke { id, cascade: true } => {
+            crate::removed::revoke_cascade(client, admin, &id).await?;
         }
     }
     Ok(())

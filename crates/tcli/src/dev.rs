@@ -106,6 +106,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
             dir.join("coordinator").display().to_string(),
             "--listen".into(),
             format!("127.0.0.1:{}", args.coordinator_port),
+            // Everything runs on this machine, and without TUN the node's apps serve on
+            // loopback: let the coordinator's ingress reach them there.
+            "--allow-loopback-replicas".into(),
         ],
         &coord_log,
     )?;

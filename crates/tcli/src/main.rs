@@ -7,6 +7,7 @@ mod commands;
 mod dev;
 mod node;
 mod operator;
+mod removed;
 mod table;
 mod trust;
 

@@ -2,7 +2,9 @@
 //! hello-wasm on a real appsrv and creates the app at a real coordinator; a real node pulls its
 //! assignment, fetches and verifies the artifact and runs it; `tcli apps`, `tcli app`,
 //! `tcli logs` and `tcli rm` show and undo it. An artifact whose bytes were altered on the appsrv
-//! after upload is never run: the node refuses it and says why.
+//! after upload is never run: the node refuses it and says why. An assigned app replaced by hand
+//! through the node's control API (same name and version, other bytes) is put back to the
+//! assigned artifact.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
@@ -103,10 +105,11 @@ impl Drop for Runners {
 fn deploy_serve_log_remove_and_refuse_a_tampered_artifact() {
     let dir = tempfile::tempdir().unwrap();
     let _runners = Runners(dir.path().to_path_buf());
+    // The node runs without a data plane, so its apps serve on loopback on this machine.
     let coord = CoordinatorProc::start(
         &dir.path().join("coord"),
         "127.0.0.1:0",
-        &["--heartbeat-interval", "1s"],
+        &["--heartbeat-interval", "1s", "--allow-loopback-replicas"],
     )
     .unwrap();
     let admin = coord.data_dir.join("admin-token");
@@ -300,6 +303,66 @@ fn deploy_serve_log_remove_and_refuse_a_tampered_artifact() {
         names,
         vec!["hello".to_string()],
         "the tampered app never ran"
+    );
+
+    // Replaced by hand: someone with access to the node's control API deploys other bytes under
+    // the assigned name. Same name, same app id, same coordinator version; only the artifact
+    // differs. The node's reconcile notices and puts the assigned artifact back.
+    let assigned = app_json(&coord.url, &admin, "hello")["artifact_digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let local = |node_api: &str| -> serde_json::Value {
+        let (code, body) = get(&format!("{node_api}/v1/apps"));
+        assert_eq!(code, 200, "{body}");
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        list["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "hello")
+            .cloned()
+            .unwrap()
+    };
+    let before = local(&node.api);
+    assert_eq!(before["artifact_digest"], assigned.as_str());
+    let by_hand = Command::new("curl")
+        .args(["-sS", "-m", "30", "-f", "-F"])
+        .arg(format!("manifest=@{}", manifest.display()))
+        .arg("-F")
+        .arg(format!("artifact=@{}", bad_wasm.display()))
+        .arg(format!("{}/v1/apps", node.api))
+        .output()
+        .unwrap();
+    assert!(
+        by_hand.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_hand.stderr)
+    );
+    let replaced: serde_json::Value = serde_json::from_slice(&by_hand.stdout).unwrap();
+    assert_eq!(replaced["app_id"], before["app_id"], "{replaced}");
+    assert_eq!(replaced["artifact_digest"], format!("sha256:{digest}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let restored = loop {
+        let now = local(&node.api);
+        if now["artifact_digest"] == assigned.as_str() && now["state"] == "running" {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hand-deployed artifact was not replaced: {now}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        restored["version"].as_u64() > replaced["version"].as_u64(),
+        "put back by a new deploy: {restored}"
+    );
+    assert_eq!(get(&url), (200, GREETING.to_string()));
+    let node_log = std::fs::read_to_string(&node.log).unwrap();
+    assert!(
+        node_log.contains("runs another artifact than assigned"),
+        "the node says why"
     );
 
     // rm: the node stops the replica.

@@ -1,5 +1,6 @@
 //! `tcli` against a real coordinator process: tokens created, listed and revoked, the roster as a
-//! table and as JSON, and clear errors without an admin token or coordinator.
+//! table and as JSON, a removed node kept out until re-admitted and a token revoked with the
+//! nodes it admitted, and clear errors without an admin token or coordinator.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns unwrap too
 
@@ -36,6 +37,147 @@ fn stdout(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The roster's rows for `name`, as `(peer id, status)`.
+fn roster_rows(coord: &CoordinatorProc, name: &str) -> Vec<(String, bool)> {
+    let admin = coord.data_dir.join("admin-token");
+    let json: serde_json::Value = serde_json::from_str(&stdout(&tcli(
+        &coord.url,
+        Some(&coord.ca_file()),
+        Some(&admin),
+        &["peers", "--json"],
+    )))
+    .unwrap();
+    json["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["display_name"] == name)
+        .map(|p| {
+            (
+                p["peer_id"].as_str().unwrap().to_string(),
+                p["online"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// A real node holding a reusable token: removed, it tries to come straight back and is refused
+/// until `tcli peers readmit`; then `tcli token revoke --cascade` removes it with its token.
+#[test]
+fn a_removed_node_stays_out_until_readmitted_and_cascade_revoke_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let coord = CoordinatorProc::start(
+        &dir.path().join("coord"),
+        "127.0.0.1:0",
+        &["--heartbeat-interval", "1s"],
+    )
+    .unwrap();
+    let admin = coord.data_dir.join("admin-token");
+    let token = stdout(&tcli(
+        &coord.url,
+        Some(&coord.ca_file()),
+        Some(&admin),
+        &["token", "create", "--reusable"],
+    ))
+    .trim()
+    .to_string();
+    let token_id = token.split('_').nth(1).unwrap().to_string();
+    let node = SupervisorProc::start(
+        &dir.path().join("n"),
+        &SupervisorOpts {
+            coordinator: Some(coord.url.clone()),
+            name: Some("leaver".into()),
+            join_token: Some(token.clone()),
+            args: vec![
+                "--dataplane".into(),
+                "off".into(),
+                "--join-backoff-cap".into(),
+                "1s".into(),
+            ],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    wait_for("the node joins", 20, || {
+        !roster_rows(&coord, "leaver").is_empty()
+    });
+    let first = roster_rows(&coord, "leaver")[0].0.clone();
+
+    stdout(&tcli(
+        &coord.url,
+        Some(&coord.ca_file()),
+        Some(&admin),
+        &["peer", "rm", &first],
+    ));
+    // The node's next heartbeat is refused, it registers again with its reusable token, and
+    // the coordinator refuses its key: it stays out.
+    wait_for("the node is told why", 20, || {
+        std::fs::read_to_string(&node.log)
+            .unwrap_or_default()
+            .contains("tcli peers readmit")
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        roster_rows(&coord, "leaver").is_empty(),
+        "a removed node came back"
+    );
+    let removed = stdout(&tcli(
+        &coord.url,
+        Some(&coord.ca_file()),
+        Some(&admin),
+        &["peers", "removed"],
+    ));
+    assert!(
+        removed.contains(&first) && removed.contains("removed by an operator"),
+        "{removed}"
+    );
+
+    let readmitted = stdout(&tcli(
+        &coord.url,
+        Some(&coord.ca_file()),
+        Some(&admin),
+        &["peers", "readmit", &first],
+    ));
+    assert!(readmitted.contains("re-admitted"), "{readmitted}");
+    wait_for("the node is back", 30, || {
+        !roster_rows(&coord, "leaver").is_empty()
+    });
+    let second = roster_rows(&coord, "leaver")[0].0.clone();
+    assert_ne!(second, first, "it comes back as a new peer");
+
+    let out = stdout(&tcli(
+        &coord.url,
+        Some(&coord.ca_file()),
+        Some(&admin),
+        &["token", "revoke", &token_id, "--cascade"],
+    ));
+    assert!(out.contains("removed 1 peer"), "{out}");
+    assert!(out.contains(&second), "{out}");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(roster_rows(&coord, "leaver").is_empty());
+    let err = tcli(
+        &coord.url,
+        Some(&coord.ca_file()),
+        Some(&admin),
+        &["peers", "readmit", "nobody"],
+    );
+    assert!(!err.status.success());
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("no removed peer"),
+        "{}",
+        String::from_utf8_lossy(&err.stderr)
+    );
+    drop(node);
 }
 
 #[test]

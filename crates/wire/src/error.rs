@@ -38,6 +38,11 @@ pub enum ErrorCode {
     WrongScope,
     /// An operator token limited to other nodes (401).
     WrongNode,
+    /// A node's key belongs to a peer an operator removed; `tcli peers readmit` lets it back (403).
+    PeerRemoved,
+    /// The caller already holds as many open watch streams as allowed, or the coordinator does
+    /// (429).
+    TooManyStreams,
     #[serde(other)]
     Other,
 }

@@ -174,3 +174,21 @@ pub struct RosterSnapshot {
 
 /// SSE event names on the watch stream: the four [`RosterEventKind`]s plus this one.
 pub const SSE_SNAPSHOT: &str = "snapshot";
+
+/// A peer an operator removed (`DELETE /v1/mesh/peers/{id}` or a cascading token revocation).
+/// Its public key is refused at registration until `POST /v1/admin/removed-peers/{id}/readmit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedPeer {
+    pub peer_id: PeerId,
+    pub public_key: PublicKeyB64,
+    pub display_name: String,
+    pub removed_at: Timestamp,
+    /// Why: `removed by an operator`, `join token <id> revoked with --cascade`.
+    pub reason: String,
+}
+
+/// `GET /v1/admin/removed-peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedPeerList {
+    pub removed_peers: Vec<RemovedPeer>,
+}

@@ -60,6 +60,14 @@ pub struct JoinTokenList {
     pub tokens: Vec<JoinTokenInfo>,
 }
 
+/// The answer to `DELETE /v1/admin/join-tokens/{id}?cascade=true`: the token is revoked and
+/// every peer it admitted is removed (their keys are refused until re-admitted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedJoinToken {
+    pub id: String,
+    pub removed_peers: Vec<crate::mesh::RemovedPeer>,
+}
+
 /// A join token as an operator passes it around: the secret part (`tbfj_<id>_<secret>`, what
 /// the coordinator checks) and, after a `.`, the SHA-256 of the mesh CA certificate in hex
 /// (what the node pins, so the token alone is enough to trust the right coordinator).

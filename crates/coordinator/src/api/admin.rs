@@ -1,17 +1,23 @@
-//! Admin API: join tokens (create, list, revoke) and operator tokens (mint). Every route needs
-//! the admin token.
+//! Admin API: join tokens (create, list, revoke, optionally with the peers they admitted),
+//! removed peers (list, re-admit) and operator tokens (mint). Every route needs the admin token.
 
 use super::error::ApiError;
 use super::extract::JsonBody;
 use super::require_admin;
 use crate::service::Service;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use std::sync::Arc;
 use tabbify_wire::Timestamp;
+use tabbify_wire::mesh::{RemovedPeer, RemovedPeerList};
 use tabbify_wire::operator::{CreateOperatorTokenRequest, CreatedOperatorToken};
-use tabbify_wire::token::{CreateJoinTokenRequest, CreatedJoinToken, JoinTokenList};
+use tabbify_wire::token::{
+    CreateJoinTokenRequest, CreatedJoinToken, JoinTokenList, RevokedJoinToken,
+};
 
 pub async fn create_join_token(
     State(svc): State<Arc<Service>>,
@@ -46,17 +52,80 @@ pub async fn list_join_tokens(
     Ok(Json(list))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeQuery {
+    /// Also remove every peer the token admitted.
+    #[serde(default)]
+    cascade: bool,
+}
+
+/// `DELETE /v1/admin/join-tokens/{id}[?cascade=true]`: 204, or with `cascade` 200 and the
+/// peers removed with it.
 pub async fn revoke_join_token(
     State(svc): State<Arc<Service>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+    query: Result<Query<RevokeQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
     require_admin(&svc, &headers)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let token = id.clone();
-    svc.write(move |store, _| store.revoke_join_token(&token, Timestamp::now()))
+    if !query.cascade {
+        svc.write(move |store, _| store.revoke_join_token(&token, Timestamp::now()))
+            .await??;
+        tracing::info!(token = %id, "join token revoked");
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let done = svc
+        .write(move |store, sink| {
+            let out = store.revoke_join_token_cascade(&token, Timestamp::now());
+            if let Ok(done) = &out {
+                sink.extend(done.events.iter().cloned());
+            }
+            out
+        })
         .await??;
-    tracing::info!(token = %id, "join token revoked");
-    Ok(StatusCode::NO_CONTENT)
+    for r in &done.removed {
+        tracing::info!(token = %id, peer_id = %r.peer_id, name = %r.display_name, "peer removed with its join token");
+    }
+    tracing::info!(token = %id, removed = done.removed.len(), "join token revoked with --cascade");
+    Ok(Json(RevokedJoinToken {
+        id,
+        removed_peers: done.removed,
+    })
+    .into_response())
+}
+
+/// `GET /v1/admin/removed-peers`: the peers whose keys are refused until re-admitted.
+pub async fn list_removed_peers(
+    State(svc): State<Arc<Service>>,
+    headers: HeaderMap,
+) -> Result<Json<RemovedPeerList>, ApiError> {
+    require_admin(&svc, &headers)?;
+    let removed_peers = svc.read(|s| s.removed_peers()).await?;
+    Ok(Json(RemovedPeerList { removed_peers }))
+}
+
+/// `POST /v1/admin/removed-peers/{peer id or public key}/readmit`: the key may register again
+/// (with a join token, as a new peer). Answers with the entry that was lifted.
+pub async fn readmit_peer(
+    State(svc): State<Arc<Service>>,
+    headers: HeaderMap,
+    Path(which): Path<String>,
+) -> Result<Json<RemovedPeer>, ApiError> {
+    require_admin(&svc, &headers)?;
+    let w = which.clone();
+    let lifted = svc.write(move |store, _| store.readmit(&w)).await??;
+    match lifted {
+        Some(r) => {
+            tracing::info!(peer_id = %r.peer_id, key = %r.public_key, "removed peer re-admitted");
+            Ok(Json(r))
+        }
+        None => Err(ApiError::not_found(format!(
+            "no removed peer has id or public key {which:?} (see GET /v1/admin/removed-peers)"
+        ))),
+    }
 }
 
 /// Mints an operator token. The token is in the answer only: never stored, never logged (its

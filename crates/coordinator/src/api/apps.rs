@@ -12,14 +12,16 @@ use crate::app_spec::{self, AppSpecError};
 use crate::assignments_watch;
 use crate::listener::PeerCertificate;
 use crate::service::Service;
-use crate::store::PutApp;
+use crate::store::{PutApp, ReportError};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tabbify_wire::Timestamp;
 use tabbify_wire::app::AppName;
@@ -130,7 +132,8 @@ pub async fn app_endpoints(
     require_reader(&svc, &cert, &headers).await?;
     let name = app_name(raw)?;
     let n = name.clone();
-    let endpoints = svc.read(move |s| s.app_endpoints(&n)).await?;
+    let loopback_ok = svc.settings.guards.allow_loopback_replicas;
+    let endpoints = svc.read(move |s| s.app_endpoints(&n, loopback_ok)).await?;
     endpoints.map(Json).ok_or_else(|| no_such_app(&name))
 }
 
@@ -153,17 +156,22 @@ pub struct WatchQuery {
 pub async fn watch_assignments(
     State(svc): State<Arc<Service>>,
     cert: PeerCertificate,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<WatchQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (peer, proof) = calling_node(&svc, &cert, &headers).await?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let since = resume_revision(&headers, query.since)?;
+    let permit = super::caller::open_stream(&svc, &headers, &cert, remote, "assignments").await?;
     tracing::debug!(peer_id = %peer, ?since, "assignment watch opened");
     let stream = until_revoked(
         Arc::clone(&svc),
         Some(proof),
-        assignments_watch::start(Arc::clone(&svc), peer, since),
+        assignments_watch::start(Arc::clone(&svc), peer, since).map(move |item| {
+            let _held = &permit;
+            item
+        }),
     );
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(WATCH_KEEP_ALIVE))
@@ -174,6 +182,7 @@ pub async fn watch_assignments(
 pub async fn report_state(
     State(svc): State<Arc<Service>>,
     cert: PeerCertificate,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     LimitedBody(body): LimitedBody,
 ) -> Result<Json<NodeAppsReportAck>, ApiError> {
@@ -181,9 +190,18 @@ pub async fn report_state(
     let report: NodeAppsReport = parse_json(&body)?;
     let applied = report.applied_revision;
     let p = peer.clone();
+    // Loopback replica addresses only in a lab that allows them, and only from this machine.
+    let loopback_ok =
+        svc.settings.guards.allow_loopback_replicas && remote.ip().to_canonical().is_loopback();
     let ack = svc
-        .write(move |store, _| store.report_apps(&p, report, Timestamp::now()))
-        .await??;
+        .write(move |store, _| store.report_apps(&p, report, loopback_ok, Timestamp::now()))
+        .await?
+        .map_err(|e| {
+            if let ReportError::Refused(why) = &e {
+                tracing::warn!(peer_id = %peer, %remote, "state report refused, nothing stored: {why}");
+            }
+            ApiError::from(e)
+        })?;
     if applied.is_some_and(|r| r < ack.revision) {
         tracing::debug!(peer_id = %peer, ?applied, current = ack.revision, "node is behind its assignments");
     }

@@ -4,7 +4,9 @@
 use crate::addressing::AllocError;
 use crate::registration::AdmissionError;
 use crate::service::ServiceError;
-use crate::store::{CreateTokenError, HeartbeatError, RegisterError, RevokeError, StoreError};
+use crate::store::{
+    CreateTokenError, HeartbeatError, RegisterError, ReportError, RevokeError, StoreError,
+};
 use crate::tokens::JoinRefusal;
 use axum::Json;
 use axum::http::StatusCode;
@@ -121,6 +123,9 @@ impl From<AllocError> for ApiError {
 impl From<RegisterError> for ApiError {
     fn from(e: RegisterError) -> Self {
         match e {
+            RegisterError::Removed(_) => {
+                Self::new(StatusCode::FORBIDDEN, ErrorCode::PeerRemoved, e.to_string())
+            }
             RegisterError::Admission(a) => a.into(),
             RegisterError::Address(a) => a.into(),
             RegisterError::Certificate(c) => Self::bad_request(c.to_string()),
@@ -153,6 +158,15 @@ impl From<RevokeError> for ApiError {
         match e {
             RevokeError::NotFound(_) => Self::not_found(e.to_string()),
             RevokeError::Store(s) => Self::internal("revoking a join token", &s),
+        }
+    }
+}
+
+impl From<ReportError> for ApiError {
+    fn from(e: ReportError) -> Self {
+        match e {
+            ReportError::Refused(why) => Self::bad_request(why.to_string()),
+            ReportError::Store(s) => Self::internal("recording the state report", &s),
         }
     }
 }

@@ -16,6 +16,7 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use rand::Rng;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -270,16 +271,22 @@ pub struct WatchQuery {
 pub async fn watch(
     State(svc): State<Arc<Service>>,
     cert: PeerCertificate,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<WatchQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let reader = require_reader(&svc, &cert, &headers).await?;
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let since = resume_revision(&headers, query.since)?;
+    let permit = super::caller::open_stream(&svc, &headers, &cert, remote, "roster").await?;
+    // The slot is given back when the response stream is dropped (the client went away).
     let stream = until_revoked(
         Arc::clone(&svc),
         reader.proof(),
-        watch::start(Arc::clone(&svc), since),
+        watch::start(Arc::clone(&svc), since).map(move |item| {
+            let _held = &permit;
+            item
+        }),
     );
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(WATCH_KEEP_ALIVE))

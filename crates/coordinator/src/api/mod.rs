@@ -4,6 +4,7 @@
 mod admin;
 mod apps;
 mod auth;
+pub mod caller;
 pub mod error;
 pub mod extract;
 mod mesh;
@@ -54,6 +55,11 @@ pub fn router(service: Arc<Service>) -> Router {
         .route(
             "/v1/admin/join-tokens/{id}",
             delete(admin::revoke_join_token),
+        )
+        .route("/v1/admin/removed-peers", get(admin::list_removed_peers))
+        .route(
+            "/v1/admin/removed-peers/{which}/readmit",
+            post(admin::readmit_peer),
         )
         .route("/v1/apps", post(apps::put_app).get(apps::list_apps))
         .route(

@@ -10,7 +10,7 @@ use tabbify_wire::app::{AppId, AppName, ArtifactDigest, Resources, RuntimeKind};
 use tabbify_wire::health::CoordinatorHealth;
 use tabbify_wire::mesh::{
     HeartbeatRequest, HeartbeatResponse, NodeResources, Peer, PeerList, RegisterRequest,
-    RegisterResponse, RosterEvent, RosterEventKind, RosterSnapshot,
+    RegisterResponse, RemovedPeer, RemovedPeerList, RosterEvent, RosterEventKind, RosterSnapshot,
 };
 use tabbify_wire::node_apps::AppState;
 use tabbify_wire::placement::{
@@ -19,6 +19,7 @@ use tabbify_wire::placement::{
 };
 use tabbify_wire::token::{
     CreateJoinTokenRequest, CreatedJoinToken, JoinTokenInfo, JoinTokenList, JoinTokenState,
+    RevokedJoinToken,
 };
 use tabbify_wire::{
     Endpoint, ErrorBody, ErrorCode, Ipv6Prefix, PublicKeyB64, SOFTWARE_VERSION, Tag, Timestamp,
@@ -93,10 +94,31 @@ fn samples() -> Map<String, Value> {
         tags: Some(vec![Tag::wasm()]),
         state: JoinTokenState::Active,
     };
+    let removed = RemovedPeer {
+        peer_id: peer.peer_id.clone(),
+        public_key: peer.public_key.clone(),
+        display_name: peer.display_name.clone(),
+        removed_at: now,
+        reason: "removed by an operator".into(),
+    };
     let mut m = Map::new();
     let mut add = |name: &str, schema: Value| {
         m.insert(name.into(), schema);
     };
+    add("RemovedPeer", component(&removed));
+    add(
+        "RemovedPeerList",
+        component(&RemovedPeerList {
+            removed_peers: vec![removed.clone()],
+        }),
+    );
+    add(
+        "RevokedJoinToken",
+        component(&RevokedJoinToken {
+            id: info.id.clone(),
+            removed_peers: vec![removed],
+        }),
+    );
     add(
         "ErrorBody",
         component(&ErrorBody::new(
@@ -417,7 +439,7 @@ pub fn document() -> Value {
                     "200": ok("RegisterResponse", "registered"),
                     "400": err("bad body, or requested ULA outside the mesh prefix / in the coordinator's subnet"),
                     "401": err("token_missing / token_unknown / token_expired / token_used_up / token_revoked"),
-                    "403": err("tag_not_allowed by the join token"),
+                    "403": err("tag_not_allowed by the join token; peer_removed: the key belongs to a removed peer (tcli peers readmit)"),
                     "409": err("conflict: key registered, credential missing or wrong; address_unavailable"),
                     "413": err("body over 1 MiB")
                 }
@@ -454,7 +476,18 @@ pub fn document() -> Value {
                 ],
                 "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {"schema": {"oneOf": [
                     {"$ref": "#/components/schemas/RosterSnapshot"}, {"$ref": "#/components/schemas/RosterEvent"}]}}}},
-                    "400": err("since is not a revision")}
+                    "400": err("since is not a revision"),
+                    "429": err("too_many_streams: the caller (peer, admin or address) or the coordinator holds as many watch streams as allowed")}
+            }},
+            "/v1/admin/removed-peers": {"get": {
+                "summary": "Removed peers whose keys are refused at registration until re-admitted", "security": admin,
+                "responses": {"200": ok("RemovedPeerList", "removed peers"), "401": err("unauthorized")}
+            }},
+            "/v1/admin/removed-peers/{which}/readmit": {"post": {
+                "summary": "Let a removed peer's key register again (with a join token, as a new peer); `which` is its peer id or public key (percent-encoded)",
+                "security": admin,
+                "parameters": [{"name": "which", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": ok("RemovedPeer", "re-admitted"), "401": err("unauthorized"), "404": err("not_found")}
             }},
             "/v1/mesh/signing-key": {"get": {
                 "summary": "The public key that signs operator tokens (nodes pin it at join; the appsrv verifies uploads with it)",
@@ -506,18 +539,20 @@ pub fn document() -> Value {
                     {"name": "Last-Event-ID", "in": "header", "required": false, "schema": {"type": "integer"}}
                 ],
                 "responses": {"200": {"description": "event stream", "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/AssignmentSet"}}}},
-                              "400": err("since is not a revision"), "401": err("no bearer credential"), "404": err("unknown_peer: register again")}
+                              "400": err("since is not a revision"), "401": err("no bearer credential"), "404": err("unknown_peer: register again"),
+                              "429": err("too_many_streams")}
             }},
             "/v1/nodes/self/apps/state": {"post": {
                 "summary": "Report the state of every assignment-driven app on the calling node", "security": peer_cred,
                 "requestBody": body("NodeAppsReport"),
-                "responses": {"200": ok("NodeAppsReportAck", "recorded"), "400": err("bad body"), "401": err("no bearer credential"),
+                "responses": {"200": ok("NodeAppsReportAck", "recorded"), "400": err("bad body, or a replica address that is not an app address of the node (outside its /64, its own ULA, not the app's [http] port): nothing is stored"), "401": err("no bearer credential"),
                               "404": err("unknown_peer: register again"), "413": err("body over 1 MiB")}
             }},
             "/v1/admin/join-tokens/{id}": {"delete": {
-                "summary": "Revoke a join token", "security": admin,
-                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "responses": {"204": {"description": "revoked"}, "401": err("unauthorized"), "404": err("not_found")}
+                "summary": "Revoke a join token; with cascade=true also remove every peer it admitted (their keys are refused until re-admitted)", "security": admin,
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                               {"name": "cascade", "in": "query", "required": false, "schema": {"type": "boolean"}}],
+                "responses": {"200": ok("RevokedJoinToken", "revoked, with the peers removed (cascade)"), "204": {"description": "revoked"}, "400": err("bad query"), "401": err("unauthorized"), "404": err("not_found")}
             }}
         },
         "components": {

@@ -10,6 +10,7 @@ use super::{Store, StoreError, ms, ts};
 use crate::app_spec::{self, AppSpec};
 use crate::apps::{self, AppRecord, AppsState, AssignmentRecord, StoredReport};
 use crate::placement::{self, AppDemand, NodeFacts, Placed, PlacementChange, PlacementInput};
+use crate::replica_address::{self, AddressRefusal, ReportContext};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +24,15 @@ use tabbify_wire::placement::{
 
 /// The longest error text kept from a node's report.
 const MAX_REPORT_ERROR_CHARS: usize = 4096;
+
+/// Why a state report was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Refused(#[from] AddressRefusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// What `put_app` did.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,13 +111,17 @@ impl Store {
         self.place_and_commit(self.apps.clone(), now, grace)
     }
 
-    /// Records a node's report of the apps it runs for its assignments.
+    /// Records a node's report of the apps it runs for its assignments. A report that names a
+    /// replica address the node may not claim (see `replica_address`) is refused whole and
+    /// nothing of it is kept.
     pub fn report_apps(
         &mut self,
         peer: &str,
         report: NodeAppsReport,
+        loopback_ok: bool,
         now: Timestamp,
-    ) -> Result<NodeAppsReportAck, StoreError> {
+    ) -> Result<NodeAppsReportAck, ReportError> {
+        self.check_report_addresses(peer, &report, loopback_ok)?;
         let mut by_app: BTreeMap<AppName, ReplicaReport> = BTreeMap::new();
         for mut r in report.apps {
             if let Some(e) = &mut r.error
@@ -141,6 +155,35 @@ impl Store {
         })
     }
 
+    /// Every address in `report` must be an app address of `peer` on the app's port.
+    fn check_report_addresses(
+        &self,
+        peer: &str,
+        report: &NodeAppsReport,
+        loopback_ok: bool,
+    ) -> Result<(), AddressRefusal> {
+        let Some(node) = self.peers.get(peer) else {
+            // The caller was resolved from its credential moments ago; a peer removed since has
+            // no assignments, so nothing of its report would be kept anyway.
+            return Ok(());
+        };
+        for r in &report.apps {
+            let Some(addr) = r.address else { continue };
+            let ctx = ReportContext {
+                subnet: node.peer.subnet,
+                node_ula: node.peer.ula,
+                port: self
+                    .apps
+                    .apps
+                    .get(&r.app)
+                    .map(|a| a.spec.manifest.http.port),
+                loopback_ok,
+            };
+            replica_address::check_report_address(&r.app, addr, &ctx)?;
+        }
+        Ok(())
+    }
+
     pub fn app_view(&self, name: &AppName) -> Option<AppView> {
         let app = self.apps.apps.get(name)?;
         Some(apps::app_view(&self.apps, app, &self.pending, &|id| {
@@ -160,9 +203,20 @@ impl Store {
         }
     }
 
-    pub fn app_endpoints(&self, name: &AppName) -> Option<AppEndpoints> {
+    /// Where an ingress may send requests for `name`: running replicas on online nodes, and of
+    /// those only the addresses an ingress may proxy to (`replica_address::proxyable`), whatever
+    /// was stored.
+    pub fn app_endpoints(&self, name: &AppName, loopback_ok: bool) -> Option<AppEndpoints> {
         let app = self.apps.apps.get(name)?;
-        Some(apps::endpoints(&self.apps, app, &|id| self.peer(id)))
+        let mut found = apps::endpoints(&self.apps, app, &|id| self.peer(id));
+        found.endpoints.retain(|addr| {
+            let ok = replica_address::proxyable(*addr, self.mesh, loopback_ok);
+            if !ok {
+                tracing::warn!(app = %name, %addr, "a stored replica address is outside the mesh; not proxying to it");
+            }
+            ok
+        });
+        Some(found)
     }
 
     pub fn assignment_set(&self, peer: &str) -> AssignmentSet {

@@ -9,16 +9,18 @@ mod apps;
 mod events;
 mod listing;
 mod peers;
+mod removed;
 mod schema;
 mod tokens;
 
-pub use apps::PutApp;
+pub use apps::{PutApp, ReportError};
 pub use events::EventsAfter;
 pub use listing::PeerListView;
 pub use peers::{
     CertificateRequest, HeartbeatError, HeartbeatOutcome, RegisterCommand, RegisterError,
     Registered, RenewError,
 };
+pub use removed::{CascadeRevoked, REMOVED_BY_OPERATOR};
 pub use tokens::{CreateTokenError, RevokeError};
 
 use crate::addressing::{self, SubnetId};
@@ -31,7 +33,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
-use tabbify_wire::mesh::{Peer, PeerId, RosterSnapshot};
+use tabbify_wire::mesh::{Peer, PeerId, RemovedPeer, RosterSnapshot};
 use tabbify_wire::{Ipv6Prefix, Tag, Timestamp};
 
 /// File name of the database inside the data dir.
@@ -99,6 +101,8 @@ pub struct Store {
     /// Goes up whenever a peer leaves the roster or loses its certificates, so open streams
     /// re-check who they serve (see `service`).
     auth_generation: u64,
+    /// Keys of peers an operator removed, refused at registration until re-admitted (by key).
+    removed: HashMap<String, RemovedPeer>,
 }
 
 impl Store {
@@ -111,6 +115,7 @@ impl Store {
         let revision = events::current_revision(&conn)?;
         let records = peers::load_all(&conn, mesh)?;
         let app_state = apps::load(&conn)?;
+        let removed_peers = removed::load_all(&conn)?;
         let mut store = Self {
             conn,
             mesh,
@@ -122,9 +127,13 @@ impl Store {
             apps: app_state,
             pending: BTreeMap::new(),
             auth_generation: 0,
+            removed: HashMap::with_capacity(removed_peers.len()),
         };
         for rec in records {
             store.remember(rec);
+        }
+        for r in removed_peers {
+            store.remember_removed(r);
         }
         tracing::info!(
             path = %path.display(),
@@ -244,6 +253,13 @@ impl Store {
         }
         if self.listing.len() != self.peers.len() {
             return Err(StoreError::Corrupt("listing has extra entries".into()));
+        }
+        let mut removed_on_disk = removed::load_all(&self.conn)?;
+        removed_on_disk.sort_by(|a, b| (a.removed_at, &a.peer_id).cmp(&(b.removed_at, &b.peer_id)));
+        if removed_on_disk != self.removed_peers() {
+            return Err(StoreError::Corrupt(
+                "removed keys differ between memory and disk".into(),
+            ));
         }
         if apps::load(&self.conn)? != self.apps {
             return Err(StoreError::Corrupt(

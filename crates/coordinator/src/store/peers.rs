@@ -1,6 +1,7 @@
 //! Roster writes: register, heartbeat, remove, and applying liveness decisions. Each is one
 //! transaction that also appends its event, so a revision exists exactly when its change does.
 
+use super::removed::{self, REMOVED_BY_OPERATOR};
 use super::{PeerRecord, Store, StoreError, events, ms, tokens as token_rows, ts};
 use crate::addressing::{self, AllocError, SubnetId};
 use crate::liveness::{self, LivenessChange, LivenessPolicy, PeerLiveness};
@@ -12,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tabbify_pki::{IssuedCert, MeshCa};
 use tabbify_wire::mesh::{
-    HeartbeatRequest, NodeResources, Peer, RegisterRequest, RosterEvent, RosterEventKind,
+    HeartbeatRequest, NodeResources, Peer, RegisterRequest, RemovedPeer, RosterEvent,
+    RosterEventKind,
 };
 use tabbify_wire::{Endpoint, Ipv6Prefix, PublicKeyB64, Tag, Timestamp};
 
@@ -68,6 +70,11 @@ pub struct Registered {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
+    #[error(
+        "public key {} belonged to peer {} ({:?}), {} at {}; it may not join again until an operator runs `tcli peers readmit {}` (or the node joins with a new key)",
+        .0.public_key, .0.peer_id, .0.display_name, .0.reason, .0.removed_at.to_rfc3339(), .0.peer_id
+    )]
+    Removed(Box<RemovedPeer>),
     #[error(transparent)]
     Admission(#[from] AdmissionError),
     #[error(transparent)]
@@ -131,6 +138,11 @@ impl Store {
             .by_key
             .get(req.public_key.as_str())
             .and_then(|id| self.peers.get(id));
+        if known_rec.is_none()
+            && let Some(gone) = self.removed.get(req.public_key.as_str())
+        {
+            return Err(RegisterError::Removed(Box::new(gone.clone())));
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -367,6 +379,8 @@ impl Store {
     }
 
     /// Removes a peer now and frees its address. `None` when there is no such peer.
+    /// Removes a peer now and frees its address; its key is refused until re-admitted. `None`
+    /// when there is no such peer.
     pub fn remove_peer(
         &mut self,
         peer_id: &str,
@@ -378,17 +392,12 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute("DELETE FROM peers WHERE peer_id = ?1", params![peer_id])?;
-        let event = events::append(
-            &tx,
-            self.revision + 1,
-            RosterEventKind::Removed,
-            &rec.peer,
-            now,
-        )?;
+        let (event, removed) =
+            removed::remove_in(&tx, rec, self.revision + 1, REMOVED_BY_OPERATOR, now)?;
         tx.commit()?;
         self.revision += 1;
         self.forget(peer_id);
+        self.remember_removed(removed);
         Ok(Some(event))
     }
 

@@ -1,7 +1,8 @@
 //! The database layout and its version (`PRAGMA user_version`), applied in one transaction.
 //! Version 1 is the roster; version 2 adds the app table (apps, assignments with the nodes'
 //! reports, each node's assignment revision; the apps revision lives in `meta`). Version 3 adds
-//! the serials of the node certificates each peer may use (mTLS).
+//! the serials of the node certificates each peer may use (mTLS), the keys of peers an operator
+//! removed (refused until re-admitted) and an index to find the peers a join token admitted.
 
 use super::StoreError;
 use rusqlite::Connection;
@@ -85,6 +86,16 @@ CREATE TABLE node_assignments (
 const SCHEMA_V3: &str = "
 ALTER TABLE peers ADD COLUMN cert_serial TEXT;
 ALTER TABLE peers ADD COLUMN prev_cert_serial TEXT;
+CREATE TABLE removed_keys (
+    public_key   TEXT PRIMARY KEY,
+    peer_id      TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    removed_at   INTEGER NOT NULL,
+    reason       TEXT NOT NULL
+) STRICT;
+
+CREATE INDEX removed_keys_by_peer ON removed_keys (peer_id);
+CREATE INDEX peers_by_join_token ON peers (join_token_id);
 ";
 
 /// Connection settings: WAL so readers never block the writer and a crash never tears a commit;

@@ -3,6 +3,7 @@
 use super::*;
 use crate::liveness::LivenessPolicy;
 use crate::registration::{Admission, AdmissionError};
+use crate::store::RevokeError;
 use crate::tokens::JoinRefusal;
 use std::time::Duration;
 use tabbify_wire::PublicKeyB64;
@@ -379,6 +380,116 @@ fn shared_listing_serialises_exactly_like_the_wire_type() {
     assert_eq!(store.peer_list(Some(&Tag::docker())).peers.len(), 1);
 }
 
+#[test]
+fn a_removed_key_is_refused_until_readmitted_and_that_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let token;
+    let first = {
+        let mut store = open(&dir);
+        token = reusable_token(&mut store);
+        let reg = store
+            .register(command(request(7), Some(&token)), T0)
+            .unwrap();
+        store.remove_peer(&reg.peer.peer_id, T0).unwrap().unwrap();
+        let err = store
+            .register(command(request(7), Some(&token)), T0)
+            .unwrap_err();
+        assert!(matches!(err, RegisterError::Removed(ref r) if r.peer_id == reg.peer.peer_id));
+        assert!(err.to_string().contains("tcli peers readmit"), "{err}");
+        store.verify_consistency().unwrap();
+        reg.peer
+    };
+    let mut store = open(&dir);
+    store.verify_consistency().unwrap();
+    assert_eq!(store.removed_peers().len(), 1);
+    let revision = store.revision();
+    assert!(matches!(
+        store.register(command(request(7), Some(&token)), T0),
+        Err(RegisterError::Removed(_))
+    ));
+    assert_eq!(store.revision(), revision, "a refusal changes nothing");
+    assert!(store.readmit("nobody").unwrap().is_none());
+    let lifted = store.readmit(first.public_key.as_str()).unwrap().unwrap();
+    assert_eq!(lifted.peer_id, first.peer_id);
+    assert!(store.removed_peers().is_empty());
+    let back = store
+        .register(command(request(7), Some(&token)), T0)
+        .unwrap();
+    assert_ne!(back.peer.peer_id, first.peer_id);
+    store.verify_consistency().unwrap();
+}
+
+#[test]
+fn cascade_revocation_removes_exactly_the_peers_the_token_admitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let leaked = reusable_token(&mut store);
+    let other = reusable_token(&mut store);
+    let leaked_id = crate::tokens::parse_join_token(&leaked).unwrap().id;
+    let a = store
+        .register(command(request(1), Some(&leaked)), T0)
+        .unwrap();
+    let b = store
+        .register(command(request(2), Some(&leaked)), T0)
+        .unwrap();
+    let c = store
+        .register(command(request(3), Some(&other)), T0)
+        .unwrap();
+    let done = store.revoke_join_token_cascade(&leaked_id, T0).unwrap();
+    let mut gone: Vec<_> = done.removed.iter().map(|r| r.peer_id.clone()).collect();
+    gone.sort();
+    let mut want = vec![a.peer.peer_id, b.peer.peer_id];
+    want.sort();
+    assert_eq!(gone, want);
+    assert_eq!(done.events.len(), 2);
+    assert_eq!(store.revision(), 5);
+    assert!(store.peer(&c.peer.peer_id).is_some());
+    assert_eq!(store.counts().0, 1);
+    assert_eq!(
+        store.join_token(&leaked_id, T0).unwrap().unwrap().state,
+        JoinTokenState::Revoked
+    );
+    assert!(matches!(
+        store.revoke_join_token_cascade("nope", T0),
+        Err(RevokeError::NotFound(_))
+    ));
+    store.verify_consistency().unwrap();
+}
+
+#[test]
+fn a_version_2_database_is_migrated_and_keeps_its_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let peer = {
+        let mut store = open(&dir);
+        let token = reusable_token(&mut store);
+        store
+            .register(command(request(1), Some(&token)), T0)
+            .unwrap()
+            .peer
+    };
+    // Turn the file back into what version 2 wrote.
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP INDEX peers_by_join_token; DROP TABLE removed_keys;
+             ALTER TABLE peers DROP COLUMN cert_serial; ALTER TABLE peers DROP COLUMN prev_cert_serial;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+    let mut store = open(&dir);
+    let version: i64 = store
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, super::schema::SCHEMA_VERSION);
+    assert_eq!(store.peer(&peer.peer_id), Some(&peer));
+    store.remove_peer(&peer.peer_id, T0).unwrap().unwrap();
+    assert_eq!(store.removed_peers().len(), 1);
+    store.verify_consistency().unwrap();
+}
+
 mod apps {
     use super::*;
     use crate::app_spec::{AppSpec, validate};
@@ -445,11 +556,16 @@ mod apps {
                             app: name.clone(),
                             version: 2,
                             state: AppState::Running,
-                            address: Some("[fd00::2]:8080".parse().unwrap()),
+                            address: Some(std::net::SocketAddr::new(
+                                std::net::Ipv6Addr::from(u128::from(n1.peer.subnet.addr()) | 2)
+                                    .into(),
+                                8080,
+                            )),
                             app_id: None,
                             error: Some("e".repeat(10_000)),
                         }],
                     },
+                    false,
                     T0,
                 )
                 .unwrap();

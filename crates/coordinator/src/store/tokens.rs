@@ -52,6 +52,17 @@ pub(super) fn consume_use(conn: &Connection, id: &str) -> Result<(), StoreError>
     Ok(())
 }
 
+/// Marks token `id` revoked (keeping an earlier revocation time); false when there is no such
+/// token.
+pub(super) fn revoke_in(conn: &Connection, id: &str, now: Timestamp) -> Result<bool, StoreError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE join_tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+        )?
+        .execute(params![id, ms(now)])?;
+    Ok(n > 0)
+}
+
 fn record_from_row(r: &Row<'_>) -> Result<JoinTokenRecord, StoreError> {
     let id: String = r.get(0)?;
     let hash: Vec<u8> = r.get(1)?;
@@ -209,14 +220,7 @@ impl Store {
 
     /// Revokes a token. Revoking twice is fine; the first revocation time is kept.
     pub fn revoke_join_token(&mut self, id: &str, now: Timestamp) -> Result<(), RevokeError> {
-        let n = self
-            .conn
-            .execute(
-                "UPDATE join_tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
-                params![id, ms(now)],
-            )
-            .map_err(StoreError::from)?;
-        if n == 0 {
+        if !revoke_in(&self.conn, id, now)? {
             return Err(RevokeError::NotFound(id.to_string()));
         }
         Ok(())

@@ -10,7 +10,7 @@
 //! supervisor stops what it no longer owns and never touches apps an operator deployed by hand.
 
 use super::ArtifactCache;
-use super::reconcile::{self, Action, Failure, Inputs, LocalApp, Owned};
+use super::reconcile::{self, Action, Assigned, Failure, Inputs, LocalApp, Owned};
 use crate::apps::{AppError, AppsHandle, upload};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tabbify_client::CoordinatorClient;
 use tabbify_wire::Timestamp;
-use tabbify_wire::app::{AppId, AppName};
+use tabbify_wire::app::{AppId, AppName, ArtifactDigest};
 use tabbify_wire::mesh::RegisterResponse;
 use tabbify_wire::node_apps::{AppInfo, AppState};
 use tabbify_wire::placement::{Assignment, AssignmentSet, NodeAppsReport, ReplicaReport};
@@ -46,6 +46,7 @@ enum Done {
         app: AppName,
         version: u64,
         app_id: AppId,
+        artifact_digest: ArtifactDigest,
     },
     DeployFailed {
         app: AppName,
@@ -216,8 +217,9 @@ impl Follower {
                 app,
                 version,
                 app_id,
+                artifact_digest,
             } => {
-                tracing::info!(%app, version, %app_id, "assigned app deployed");
+                tracing::info!(%app, version, %app_id, artifact = %artifact_digest, "assigned app deployed");
                 st.busy.remove(&app);
                 st.failures.remove(&app);
                 st.persisted.owned.insert(
@@ -225,6 +227,7 @@ impl Follower {
                     Owned {
                         version,
                         app_id: Some(app_id),
+                        artifact_digest: Some(artifact_digest),
                     },
                 );
             }
@@ -276,14 +279,23 @@ impl Follower {
                     LocalApp {
                         app_id: a.app_id.clone(),
                         state: a.state,
+                        artifact_digest: a.artifact_digest.clone(),
                     },
                 )
             })
             .collect();
-        let assigned: BTreeMap<AppName, u64> = set
+        let assigned: BTreeMap<AppName, Assigned> = set
             .assignments
             .iter()
-            .map(|a| (a.app.clone(), a.version))
+            .map(|a| {
+                (
+                    a.app.clone(),
+                    Assigned {
+                        version: a.version,
+                        artifact_digest: a.artifact_digest.clone(),
+                    },
+                )
+            })
             .collect();
         let plan = reconcile::reconcile(Inputs {
             assigned: &assigned,
@@ -295,19 +307,27 @@ impl Follower {
         });
         for action in plan.actions {
             match action {
-                Action::Deploy { app, version } => {
-                    let Some(assignment) = set.get(&app).cloned() else {
-                        continue;
-                    };
-                    st.busy.insert(app.clone());
-                    tokio::spawn(deploy(
-                        self.apps.clone(),
-                        self.cache.clone(),
-                        assignment,
+                Action::Restore {
+                    app,
+                    version,
+                    found,
+                } => {
+                    let expected = st
+                        .persisted
+                        .owned
+                        .get(&app)
+                        .and_then(|o| o.artifact_digest.clone())
+                        .or_else(|| set.get(&app).and_then(|a| a.artifact_digest.clone()));
+                    tracing::warn!(
+                        %app,
                         version,
-                        st.done_tx.clone(),
-                    ));
+                        %found,
+                        expected = %expected.map_or("?".to_string(), |d| d.to_string()),
+                        "an assigned app runs another artifact than assigned (replaced by hand?); deploying the assigned one again"
+                    );
+                    self.start_deploy(st, &set, app, version);
                 }
+                Action::Deploy { app, version } => self.start_deploy(st, &set, app, version),
                 Action::Remove { app, app_id } => {
                     st.busy.insert(app.clone());
                     tokio::spawn(remove(self.apps.clone(), app, app_id, st.done_tx.clone()));
@@ -317,6 +337,20 @@ impl Follower {
         // The tasks just started have not changed the app table yet: the list read above is
         // what the report describes.
         self.send_report(st, credential, &list).await;
+    }
+
+    fn start_deploy(&self, st: &mut LoopState, set: &AssignmentSet, app: AppName, version: u64) {
+        let Some(assignment) = set.get(&app).cloned() else {
+            return;
+        };
+        st.busy.insert(app);
+        tokio::spawn(deploy(
+            self.apps.clone(),
+            self.cache.clone(),
+            assignment,
+            version,
+            st.done_tx.clone(),
+        ));
     }
 
     /// Tells the coordinator the state of every assignment-driven app.
@@ -398,6 +432,7 @@ async fn deploy(
             app: a.app,
             version,
             app_id: d.info.app_id,
+            artifact_digest: d.info.artifact_digest,
         },
         Err(e) => Done::DeployFailed {
             app: a.app,
@@ -443,6 +478,9 @@ mod tests {
             Owned {
                 version: 3,
                 app_id: Some(AppId::new("hello-00000001").unwrap()),
+                artifact_digest: Some(
+                    ArtifactDigest::parse(format!("sha256:{}", "ab".repeat(32))).unwrap(),
+                ),
             },
         );
         let text = serde_json::to_string(&p).unwrap();
