@@ -32,33 +32,41 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkfifo "$WORK/ready"
-RUST_LOG=warn "$BIN/tabbify-coordinator" --listen 127.0.0.1:0 --data-dir "$WORK/data" \
-  >"$WORK/ready" 2>"$WORK/coordinator.log" &
-COORD_PID=$!
-read -r -t 30 READY_LINE <"$WORK/ready" || { echo "coordinator did not start" >&2; cat "$WORK/coordinator.log" >&2; exit 1; }
-URL="${READY_LINE#tabbify-coordinator listening on }"
+# One coordinator per mode, each on a fresh data dir: plaintext (--insecure-no-mtls, bearer
+# credentials) and the default (TLS from the mesh CA, every registration a new TLS connection
+# that gets a node certificate issued for its CSR).
+run_mode() { # $1: mode name, then coordinator flags
+  local mode="$1"; shift
+  local dir="$WORK/$mode"
+  mkdir -p "$dir"
+  mkfifo "$dir/ready"
+  RUST_LOG=warn "$BIN/tabbify-coordinator" --listen 127.0.0.1:0 --data-dir "$dir/data" "$@" \
+    >"$dir/ready" 2>"$dir/coordinator.log" &
+  COORD_PID=$!
+  read -r -t 30 READY_LINE <"$dir/ready" || { echo "coordinator did not start" >&2; cat "$dir/coordinator.log" >&2; exit 1; }
+  local url="${READY_LINE#tabbify-coordinator listening on }"
+  local ca=()
+  [[ -f "$dir/data/ca.crt" ]] && ca=(--ca-file "$dir/data/ca.crt")
+  "$BIN/tabbify-register-bench" --url "$url" --admin-token-file "$dir/data/admin-token" "${ca[@]}" \
+    --peers "$PEERS" --concurrency "$CONCURRENCY" --list-requests "$LIST_REQUESTS" >"$dir/results"
+  echo "rss_peak_kib $(awk '$1 == "VmHWM:" {print $2}' "/proc/$COORD_PID/status")" >>"$dir/results"
+  kill -TERM "$COORD_PID" 2>/dev/null || true
+  wait "$COORD_PID" 2>/dev/null || true
+  COORD_PID=""
+}
 
-rss_kib() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$COORD_PID/status"; }
-RSS_IDLE="$(rss_kib VmRSS)"
+run_mode plain --insecure-no-mtls
+run_mode mtls
 
-RESULTS="$("$BIN/tabbify-register-bench" --url "$URL" --admin-token-file "$WORK/data/admin-token" \
-  --peers "$PEERS" --concurrency "$CONCURRENCY" --list-requests "$LIST_REQUESTS")"
-RSS_AFTER="$(rss_kib VmRSS)"
-RSS_PEAK="$(rss_kib VmHWM)"
-DB_BYTES="$(du -cb "$WORK/data"/coordinator.db* | awk 'END {print $1}')"
-
-get() { awk -v k="$1" '$1 == k {print $2}' <<<"$RESULTS"; }
-REG_RPS="$(get registrations_per_sec)"
-LIST_P99="$(get list_p99_ms)"
-
-echo "== coordinator register bench: $PEERS peers, concurrency $CONCURRENCY, $(nproc) cores =="
-echo "$RESULTS"
-echo "rss_idle_kib $RSS_IDLE"
-echo "rss_after_kib $RSS_AFTER"
-echo "rss_peak_kib $RSS_PEAK"
-echo "db_bytes $DB_BYTES"
-awk -v r="$REG_RPS" -v l="$LIST_P99" 'BEGIN {
-  printf "registrations_vs_target_ratio %.2f (target 2000/s)\n", r / 2000
-  printf "list_p99_vs_target_ratio %.2f (target < 50 ms; below 1 is good)\n", l / 50
+get() { awk -v k="$2" '$1 == k {print $2}' "$WORK/$1/results"; }
+echo "== coordinator register bench: $PEERS peers, concurrency $CONCURRENCY, $(nproc) cores, one run each =="
+for mode in plain mtls; do
+  echo "-- $mode"
+  cat "$WORK/$mode/results"
+done
+awk -v p="$(get plain registrations_per_sec)" -v m="$(get mtls registrations_per_sec)" \
+    -v lp="$(get plain list_p99_ms)" -v lm="$(get mtls list_p99_ms)" 'BEGIN {
+  if (p > 0 && m > 0) printf "mtls_registration_slowdown %.2fx (aim <= 1.5x)\n", p / m
+  else print "mtls_registration_slowdown n/a"
+  printf "mtls_list_p99_ms %s (aim < 50 ms at 10,000 peers); plaintext %s\n", lm, lp
 }'

@@ -268,6 +268,9 @@ fn re_registers_with_the_same_ula_after_the_coordinator_forgets_it() {
     let admin = coord.admin_token().unwrap();
     rt.block_on(client.remove_peer(&admin, h.peer_id.as_deref().unwrap()))
         .unwrap();
+    // A removed key stays out until an operator lets it back.
+    rt.block_on(client.readmit_peer(&admin, h.peer_id.as_deref().unwrap()))
+        .unwrap();
     let back = wait_for(Duration::from_secs(15), "the node to re-register", || {
         let peers = peer_named(&rt, &client, &admin, "forgotten");
         (peers.len() == 1).then(|| peers[0].clone())

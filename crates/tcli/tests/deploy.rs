@@ -312,9 +312,22 @@ fn deploy_serve_log_remove_and_refuse_a_tampered_artifact() {
         .as_str()
         .unwrap()
         .to_string();
-    let local = |node_api: &str| -> serde_json::Value {
-        let (code, body) = get(&format!("{node_api}/v1/apps"));
-        assert_eq!(code, 200, "{body}");
+    // Root on the node: its control socket needs no token.
+    let socket = node.control_socket.to_str().unwrap().to_string();
+    let local = |_node_api: &str| -> serde_json::Value {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-m",
+                "5",
+                "--unix-socket",
+                &socket,
+                "http://node/v1/apps",
+            ])
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{body}");
         let list: serde_json::Value = serde_json::from_str(&body).unwrap();
         list["apps"]
             .as_array()
@@ -327,11 +340,11 @@ fn deploy_serve_log_remove_and_refuse_a_tampered_artifact() {
     let before = local(&node.api);
     assert_eq!(before["artifact_digest"], assigned.as_str());
     let by_hand = Command::new("curl")
-        .args(["-sS", "-m", "30", "-f", "-F"])
+        .args(["-sS", "-m", "30", "-f", "--unix-socket", &socket, "-F"])
         .arg(format!("manifest=@{}", manifest.display()))
         .arg("-F")
         .arg(format!("artifact=@{}", bad_wasm.display()))
-        .arg(format!("{}/v1/apps", node.api))
+        .arg("http://node/v1/apps")
         .output()
         .unwrap();
     assert!(

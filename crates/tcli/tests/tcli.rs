@@ -307,7 +307,7 @@ fn errors_say_what_is_wrong() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("401"), "{err}");
 
-    let o = tcli("http://127.0.0.1:9", None, None, &["peers"]);
+    let o = tcli("http://127.0.0.1:9", None, Some(&wrong), &["peers"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("cannot reach the coordinator"), "{err}");
@@ -369,8 +369,16 @@ fn dev_serves_the_sample_app_and_leaves_nothing_behind() {
         text.contains("dev-node") && text.contains("online"),
         "{text}"
     );
+    // The coordinator serves TLS from the mesh CA in the state directory (as the printed curl
+    // line says).
+    assert!(url.starts_with("https://"), "{url}");
+    let ca = state.join("coordinator/ca.crt");
+    assert!(
+        text.contains(&format!("--cacert {}", ca.display())),
+        "{text}"
+    );
     let body = Command::new("curl")
-        .args(["-sS", "-m", "10", &url])
+        .args(["-sS", "-m", "10", "--cacert", ca.to_str().unwrap(), &url])
         .output()
         .unwrap();
     assert_eq!(

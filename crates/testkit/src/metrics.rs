@@ -61,7 +61,7 @@ impl Exposition {
 
 fn parse_sample(line: &str) -> Result<Sample> {
     let name_end = line
-        .find(|c: char| c == '{' || c == ' ')
+        .find(['{', ' '])
         .context("no value after the metric name")?;
     let name = &line[..name_end];
     ensure!(

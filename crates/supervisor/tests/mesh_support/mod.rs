@@ -105,16 +105,19 @@ impl MeshLab {
     /// admin token) for `request`, e.g. `{"scopes":["node:read"]}`.
     pub fn operator_token(&self, request: &serde_json::Value) -> String {
         let admin = std::fs::read_to_string(&self.admin_file).unwrap();
+        let ca = self.dir.path().join("coordinator/ca.crt");
         let (code, body) = curl(
             &self.coord_host,
             &[
+                "--cacert",
+                ca.to_str().unwrap(),
                 "-H",
                 &format!("Authorization: Bearer {}", admin.trim()),
                 "-H",
                 "content-type: application/json",
                 "-d",
                 &request.to_string(),
-                "http://127.0.0.1:8888/v1/admin/operator-tokens",
+                "https://127.0.0.1:8888/v1/admin/operator-tokens",
             ],
         );
         assert_eq!(code, 201, "{body}");
