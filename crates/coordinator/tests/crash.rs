@@ -1,5 +1,6 @@
 //! kill -9 in the middle of registrations, restart on the same data dir: every acknowledged join
 //! survives with its address, and roster, token uses, event log and revision agree.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod common;
 

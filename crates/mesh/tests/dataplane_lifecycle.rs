@@ -1,6 +1,7 @@
 //! Starting and stopping: SIGTERM removes the TUN device and exits cleanly, a restarted node with
 //! the same key and address is reachable again, and neither a SIGKILLed process nor a stale
 //! persistent `tbf0` stops the next start.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod dataplane_support;
 

@@ -3,6 +3,7 @@
 //! source outside its /64 gets its packets dropped by the receiver, a handshake flood is answered
 //! with cookies, and UDP GSO runs the underlay refuses are resent datagram by datagram. Each runs
 //! with offload on and forced off where both apply.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod dataplane_support;
 

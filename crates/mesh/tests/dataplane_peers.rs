@@ -1,5 +1,6 @@
 //! The peer set changes while everything runs: peers added and removed by rewriting the config and
 //! sending SIGHUP, and a node that moves to a new underlay address is followed by its peers.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod dataplane_support;
 

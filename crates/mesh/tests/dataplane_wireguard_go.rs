@@ -2,6 +2,7 @@
 //! `wireguard-go` configured with `wg`. Handshakes both ways, ping6 and TCP (an echo and bulk
 //! transfers that fill super-packets) in both directions, with our offload on and forced off;
 //! and a source the wireguard-go side forges is still dropped by our inner-source check.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod dataplane_support;
 

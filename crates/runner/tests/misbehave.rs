@@ -1,5 +1,6 @@
 //! The misbehave example against a real runner: a trap, an endless loop and a memory bomb each
 //! get the runner's error answer, and the runner keeps serving `/` after every one.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The control socket against a real runner: ping, health, status, stop, versions and garbage;
 //! and the supervisor's path: a detached runner started with `spawn_runner` and recognised with
 //! `check_runner`.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod common;
 

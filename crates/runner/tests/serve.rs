@@ -1,5 +1,6 @@
 //! hello-wasm served by a real `tabbify-runner` process: answers, echoes, logs guest output, and
 //! comes back after SIGKILL from the compile cache without recompiling.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod common;
 
