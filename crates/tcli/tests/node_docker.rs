@@ -81,9 +81,10 @@ fn the_descriptions_no_mesh_commands_print_health() {
 }
 
 /// The roster as tcli shows it.
-fn peers(coordinator: &str) -> Vec<Value> {
+fn peers(coordinator: &str, admin: &str) -> Vec<Value> {
     let out = Command::new(TCLI)
         .args(["--coordinator", coordinator, "peers", "--json"])
+        .env("TABBIFY_ADMIN_TOKEN", admin)
         .output()
         .unwrap();
     if !out.status.success() {
@@ -154,10 +155,19 @@ fn a_mesh_of_containers() {
         "coordinator did not come up: {}",
         scope.logs(&coord)
     );
+    // The roster is for operators and members: the host's tcli reads it with the admin token.
+    let admin = docker_ok(&[
+        "exec",
+        &coord,
+        "cat",
+        "/var/lib/tabbify-coordinator/admin-token",
+    ]);
     let token = docker_ok(&[
         "exec",
         &coord,
         "tcli",
+        "--coordinator",
+        "http://127.0.0.1:8888",
         "token",
         "create",
         "--reusable",
@@ -274,7 +284,7 @@ fn a_mesh_of_containers() {
     // tcli peers: three nodes online, with the tags their capabilities give.
     let mut roster = Vec::new();
     let all_online = wait_until(Duration::from_secs(90), || {
-        roster = peers(&host_url);
+        roster = peers(&host_url, &admin);
         ["node-1", "node-2", "node-3"]
             .iter()
             .all(|n| peer(&roster, n, true).is_some())
@@ -294,6 +304,7 @@ fn a_mesh_of_containers() {
     );
     let table = Command::new(TCLI)
         .args(["--coordinator", &host_url, "peers"])
+        .env("TABBIFY_ADMIN_TOKEN", &admin)
         .output()
         .unwrap();
     println!("{}", String::from_utf8_lossy(&table.stdout));
@@ -348,7 +359,7 @@ fn a_mesh_of_containers() {
     docker_ok(&["restart", "-t", "5", &n1]);
     assert!(
         wait_until(Duration::from_secs(60), || {
-            roster = peers(&host_url);
+            roster = peers(&host_url, &admin);
             peer(&roster, "node-1", true).is_some_and(|p| p["ula"] == ula1.as_str())
                 && ping(&n1, &ula2)
         }),
@@ -373,7 +384,7 @@ fn a_mesh_of_containers() {
     assert!(up.status.success(), "{up:?}\n{}", scope.logs(&n2));
     assert!(
         wait_until(Duration::from_secs(60), || {
-            roster = peers(&host_url);
+            roster = peers(&host_url, &admin);
             peer(&roster, "node-2", true).is_some_and(|p| p["ula"] != ula2.as_str())
         }),
         "no new node-2: {roster:#?}"
@@ -393,7 +404,7 @@ fn a_mesh_of_containers() {
     docker_ok(&["network", "disconnect", &net, &n1]);
     assert!(
         wait_until(Duration::from_secs(30), || {
-            roster = peers(&host_url);
+            roster = peers(&host_url, &admin);
             roster
                 .iter()
                 .any(|p| p["ula"] == ula1.as_str() && p["online"] == false)
@@ -403,7 +414,7 @@ fn a_mesh_of_containers() {
     docker_ok(&["network", "connect", &net, &n1]);
     assert!(
         wait_until(Duration::from_secs(90), || {
-            roster = peers(&host_url);
+            roster = peers(&host_url, &admin);
             peer(&roster, "node-1", true).is_some_and(|p| p["ula"] == ula1.as_str())
         }),
         "node-1 did not come back online: {roster:#?}\n{}",
