@@ -28,6 +28,18 @@ pub enum FetchError {
     },
 }
 
+/// `err` and its causes, `: `-separated: reqwest's own text hides why a TLS connection failed.
+fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// What a fetch did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
@@ -42,6 +54,9 @@ pub struct Fetched {
 pub struct BlobFetcher {
     cache: PathBuf,
     http: reqwest::Client,
+    /// The mesh CA (PEM), trusted besides the public roots for `https://` appsrvs. Read at each
+    /// download, since a node writes it only when it joins.
+    ca_file: Option<PathBuf>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FetchError + '_ {
@@ -59,7 +74,42 @@ impl BlobFetcher {
                 .connect_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
+            ca_file: None,
         }
+    }
+
+    /// Also trusts the CA in `path` (when it exists) for `https://` appsrvs: a node passes its
+    /// `mesh-ca.crt`, so an appsrv serving a mesh-CA certificate is checked like the coordinator.
+    pub fn trusting_ca_file(mut self, path: &Path) -> Self {
+        self.ca_file = Some(path.to_path_buf());
+        self
+    }
+
+    /// The client for one download: the shared one, or one that also trusts the mesh CA.
+    fn client(&self, url: &str) -> Result<reqwest::Client, FetchError> {
+        let Some(path) = &self.ca_file else {
+            return Ok(self.http.clone());
+        };
+        let pem = match std::fs::read(path) {
+            Ok(pem) => pem,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(self.http.clone()),
+            Err(source) => {
+                return Err(FetchError::Io {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        };
+        let bad_ca = |detail: String| FetchError::Transport {
+            url: url.to_string(),
+            detail: format!("the mesh CA in {} is unusable: {detail}", path.display()),
+        };
+        let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| bad_ca(e.to_string()))?;
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .add_root_certificate(ca)
+            .build()
+            .map_err(|e| bad_ca(e.to_string()))
     }
 
     /// Where a verified blob lives in the cache.
@@ -94,13 +144,13 @@ impl BlobFetcher {
         );
         let mut hasher = Sha256::new();
         let mut have = hash_existing(&partial, &mut hasher).await?;
-        let mut req = self.http.get(&url);
+        let mut req = self.client(&url)?.get(&url);
         if have > 0 {
             req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
         }
         let resp = req.send().await.map_err(|e| FetchError::Transport {
             url: url.clone(),
-            detail: e.to_string(),
+            detail: with_causes(&e),
         })?;
         let status = resp.status().as_u16();
         let mut file = match status {

@@ -7,6 +7,7 @@ pub mod fetch;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod tls_serve;
 
 pub use fetch::{BlobFetcher, FetchError, Fetched};
 pub use store::{BlobStore, PutOutcome, StoreError};

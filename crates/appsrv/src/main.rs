@@ -41,15 +41,29 @@ struct Args {
     /// Largest blob accepted, in bytes.
     #[arg(long, default_value_t = 1 << 30)]
     max_blob_bytes: u64,
-    /// Allow plain HTTP on a non-loopback address.
+    /// Serve HTTPS with this certificate (PEM: the certificate, then the mesh CA), made by
+    /// `tcli cert issue`. Needs --tls-key.
+    #[arg(long, env = "TABBIFY_APPSRV_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "TABBIFY_APPSRV_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (labs only: artifacts and upload tokens then
+    /// cross the network in clear text).
     #[arg(long)]
     insecure_no_mtls: bool,
 }
 
 async fn run(args: Args) -> Result<()> {
-    if !args.listen.ip().is_loopback() && !args.insecure_no_mtls {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tabbify_appsrv::tls_serve::load_config(cert, key)?),
+        _ => None,
+    };
+    if tls.is_none() && !args.listen.ip().is_loopback() && !args.insecure_no_mtls {
         bail!(
-            "refusing to serve plain HTTP on {} without --insecure-no-mtls (TLS is pending)",
+            "refusing to serve plain HTTP on {}: give --tls-cert/--tls-key (`tcli cert issue \
+             --name <this host> --out <dir>` makes them from the mesh CA), or --insecure-no-mtls \
+             for a lab",
             args.listen
         );
     }
@@ -66,7 +80,8 @@ async fn run(args: Args) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr().context("local address")?;
-    println!("tabbify-appsrv listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("tabbify-appsrv listening on {scheme}://{addr}");
     tracing::info!(%addr, upload_key = ?token_key, "appsrv listening");
     let app = router(Arc::new(AppsrvState {
         store,
@@ -75,15 +90,22 @@ async fn run(args: Args) -> Result<()> {
     }));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("SIGTERM handler")?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        })
-        .await
-        .context("serving")
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    match tls {
+        Some(config) => {
+            tabbify_appsrv::tls_serve::serve(listener, config, app, shutdown).await;
+            Ok(())
+        }
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving"),
+    }
 }
 
 fn main() -> std::process::ExitCode {

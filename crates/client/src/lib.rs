@@ -183,6 +183,12 @@ impl CoordinatorClient {
         &self.base
     }
 
+    /// How this client trusts servers: the mesh's other services (the appsrv) are trusted the
+    /// same way (see [`http_client`]).
+    pub fn tls_settings(&self) -> &TlsSettings {
+        &self.tls
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http()
             .request(method, format!("{}{}", self.base, path))

@@ -27,6 +27,7 @@ pub mod placement;
 pub mod registration;
 pub mod replica_address;
 pub mod server;
+pub mod server_certs;
 pub mod service;
 pub mod store;
 pub mod stream_limit;

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 use tabbify_auth::{Grant, SigningKey};
-use tabbify_wire::operator::CreateOperatorTokenRequest;
+use tabbify_wire::operator::{CreateOperatorTokenRequest, Scope};
 
 /// File name of the signing key inside the data dir (mode 0600, written atomically).
 pub const SIGNING_KEY_FILE: &str = "signing-key";
@@ -38,7 +38,9 @@ pub fn load_or_create_signing_key(data_dir: &Path) -> Result<SigningKey, tabbify
 /// Checks a mint request and turns it into what to sign; the error is the 400's message.
 pub fn check_request(req: &CreateOperatorTokenRequest) -> Result<Grant, String> {
     if req.scopes.is_empty() {
-        return Err("scopes: name at least one of node:read, node:write, artifacts:write".into());
+        return Err(
+            "scopes: name at least one of node:read, node:write, artifacts:write, mesh:read".into(),
+        );
     }
     let ttl = req.ttl_secs.map(Duration::from_secs).unwrap_or(DEFAULT_TTL);
     if ttl < MIN_TTL || ttl > MAX_TTL {
@@ -68,6 +70,13 @@ pub fn check_request(req: &CreateOperatorTokenRequest) -> Result<Grant, String> 
             "tags: give between 1 and {MAX_NAMES} tags, or leave it out for every node"
         ));
     }
+    if req.scopes.contains(&Scope::MeshRead) && (req.nodes.is_some() || req.tags.is_some()) {
+        return Err(
+            "mesh:read reads the whole roster, so a token that grants it cannot be limited to \
+             nodes or tags; mint it separately"
+                .into(),
+        );
+    }
     Ok(Grant {
         subject,
         scopes: req.scopes.clone(),
@@ -91,7 +100,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use tabbify_wire::Tag;
-    use tabbify_wire::operator::Scope;
 
     fn req(scopes: &[Scope]) -> CreateOperatorTokenRequest {
         CreateOperatorTokenRequest {
@@ -161,5 +169,21 @@ mod tests {
         let a = load_or_create_signing_key(d.path()).unwrap();
         let b = load_or_create_signing_key(d.path()).unwrap();
         assert_eq!(a.verifying_key(), b.verifying_key());
+    }
+
+    #[test]
+    fn mesh_read_cannot_be_limited_to_nodes() {
+        let limited = CreateOperatorTokenRequest {
+            nodes: Some(vec!["edge-1".into()]),
+            ..req(&[Scope::NodeRead, Scope::MeshRead])
+        };
+        let err = check_request(&limited).unwrap_err();
+        assert!(err.contains("mesh:read"), "{err}");
+        let tagged = CreateOperatorTokenRequest {
+            tags: Some(vec![Tag::new("eu").unwrap()]),
+            ..req(&[Scope::MeshRead])
+        };
+        assert!(check_request(&tagged).is_err());
+        assert!(check_request(&req(&[Scope::MeshRead])).is_ok());
     }
 }

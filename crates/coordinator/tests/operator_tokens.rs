@@ -178,3 +178,121 @@ async fn the_signing_key_survives_a_restart_and_a_broken_one_stops_the_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("chmod 600"), "{err}");
 }
+
+/// A token signed with the coordinator's own key, issued `age` seconds ago for `ttl` seconds.
+fn local_token(c: &Coordinator, scopes: Vec<Scope>, age: u64, ttl: u64) -> String {
+    let key = tabbify_auth::SigningKey::load(&c.data_dir.join("signing-key")).unwrap();
+    let grant = tabbify_auth::Grant {
+        subject: "script".into(),
+        scopes,
+        ttl_secs: ttl,
+        nodes: None,
+        tags: None,
+    };
+    tabbify_auth::mint(&key, &grant, now() - age).0
+}
+
+async fn peers_status(c: &Coordinator, token: &str) -> (StatusCode, serde_json::Value) {
+    let resp = c
+        .http
+        .get(c.url("/v1/mesh/peers"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn roster_reads_take_a_mesh_read_operator_token_and_nothing_less() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start_tls(&dir.path().join("data"), &[]);
+
+    // Minted by the admin: reads the roster.
+    let (status, json) = mint(
+        &c,
+        Some(&c.admin),
+        serde_json::json!({"scopes": ["mesh:read"], "ttl_secs": 600}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    let reader: CreatedOperatorToken = serde_json::from_value(json).unwrap();
+    let (status, json) = peers_status(&c, &reader.token).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+
+    // A node:read token does not grant the roster.
+    let (_, json) = mint(
+        &c,
+        Some(&c.admin),
+        serde_json::json!({"scopes": ["node:read", "node:write"]}),
+    )
+    .await;
+    let node_only: CreatedOperatorToken = serde_json::from_value(json).unwrap();
+    let (status, json) = peers_status(&c, &node_only.token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{json}");
+    assert_eq!(json["error"], "wrong_scope", "{json}");
+
+    // Expired, or signed by another key: refused, and says which.
+    let expired = local_token(&c, vec![Scope::MeshRead], 3600, 60);
+    let (status, json) = peers_status(&c, &expired).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{json}");
+    assert_eq!(json["error"], "token_expired", "{json}");
+    let stranger = tabbify_auth::mint(
+        &tabbify_auth::SigningKey::generate(),
+        &tabbify_auth::Grant {
+            subject: "mallory".into(),
+            scopes: vec![Scope::MeshRead],
+            ttl_secs: 600,
+            nodes: None,
+            tags: None,
+        },
+        now(),
+    )
+    .0;
+    let (status, json) = peers_status(&c, &stranger).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{json}");
+    assert_eq!(json["error"], "token_bad_signature", "{json}");
+
+    // A token limited to some nodes cannot be minted with mesh:read at all.
+    let (status, json) = mint(
+        &c,
+        Some(&c.admin),
+        serde_json::json!({"scopes": ["mesh:read"], "nodes": ["edge-1"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+}
+
+#[tokio::test]
+async fn a_roster_watch_held_with_an_operator_token_ends_when_the_token_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start_tls(&dir.path().join("data"), &[]);
+    let token = local_token(&c, vec![Scope::MeshRead], 0, 3);
+    let mut resp = c
+        .http
+        .get(c.url("/v1/mesh/watch"))
+        .bearer_auth(&token)
+        .timeout(std::time::Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let opened = std::time::Instant::now();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        loop {
+            match resp.chunk().await {
+                Ok(Some(_)) => continue,
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token by 12 s");
+    // Not before the token's expiry either (it was valid for 3 s).
+    assert!(
+        opened.elapsed() >= std::time::Duration::from_secs(1),
+        "the stream ended after {:?}, before its token expired",
+        opened.elapsed()
+    );
+}

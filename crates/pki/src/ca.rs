@@ -97,6 +97,36 @@ fn issue_err(e: rcgen::Error) -> CaError {
     CaError::Issue(e.to_string())
 }
 
+/// What every server certificate of the mesh carries: `names` as DNS or IP SANs (rcgen tells
+/// them apart), server authentication only, valid from a little before `now` for `validity`.
+fn server_params(
+    names: &[String],
+    common_name: &str,
+    validity: Duration,
+    now: u64,
+) -> Result<CertificateParams, CaError> {
+    if names.is_empty() {
+        return Err(CaError::Invalid {
+            what: "server certificate names".into(),
+            detail: "give at least one DNS name or IP address".into(),
+        });
+    }
+    let mut params = CertificateParams::new(names.to_vec()).map_err(|e| CaError::Invalid {
+        what: "server certificate names".into(),
+        detail: e.to_string(),
+    })?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.not_before = offset(now.saturating_sub(CLOCK_SKEW.as_secs()));
+    params.not_after = offset(now + validity.as_secs());
+    params.serial_number = Some(random_serial());
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
 impl MeshCa {
     /// A new CA in memory (its key never touches disk unless [`MeshCa::save`] is called).
     pub fn generate(common_name: &str) -> Result<Self, CaError> {
@@ -224,24 +254,40 @@ impl MeshCa {
         validity: Duration,
     ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CaError> {
         let key = KeyPair::generate().map_err(issue_err)?;
-        let now = crate::unix_now();
-        let mut params = CertificateParams::new(names.to_vec()).map_err(|e| CaError::Invalid {
-            what: "server certificate names".into(),
-            detail: e.to_string(),
-        })?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "tabbify coordinator");
-        params.distinguished_name = dn;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.not_before = offset(now.saturating_sub(CLOCK_SKEW.as_secs()));
-        params.not_after = offset(now + validity.as_secs());
-        params.serial_number = Some(random_serial());
-        params.use_authority_key_identifier_extension = true;
+        let params = server_params(names, "tabbify coordinator", validity, crate::unix_now())?;
         let cert = params.signed_by(&key, &self.issuer).map_err(issue_err)?;
         let key_der = PrivateKeyDer::try_from(key.serialize_der())
             .map_err(|e| CaError::Issue(format!("cannot encode the server key: {e}")))?;
         Ok((vec![cert.der().clone(), self.cert_der.clone()], key_der))
+    }
+
+    /// A server certificate for another service of the mesh (the artifact server, say) from its
+    /// CSR: only the CSR's public key is used, the names are the ones the operator asked for.
+    /// The chain is the certificate then the CA, PEM.
+    pub fn issue_service(
+        &self,
+        csr_pem: &str,
+        names: &[String],
+        validity: Duration,
+        now: u64,
+    ) -> Result<IssuedCert, CaError> {
+        if csr_pem.len() > 16 * 1024 {
+            return Err(CaError::BadCsr("larger than 16 KiB".into()));
+        }
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| CaError::BadCsr(e.to_string()))?;
+        let mut params = server_params(names, "tabbify service", validity, now)?;
+        let serial = random_serial();
+        let serial_hex = hex::encode(serial.to_bytes());
+        params.serial_number = Some(serial);
+        let cert = params
+            .signed_by(&csr.public_key, &self.issuer)
+            .map_err(issue_err)?;
+        Ok(IssuedCert {
+            chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
+            serial: serial_hex,
+            not_after: now + validity.as_secs(),
+        })
     }
 
     /// A client certificate for a node's CSR. Only the CSR's public key is used (its signature

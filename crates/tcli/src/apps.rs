@@ -118,7 +118,9 @@ async fn stage(
         .with_context(|| format!("reading the artifact {}", path.display()))?;
     let digest = digest_of(&bytes);
     let url = format!("{}/v1/blobs/{digest}", appsrv.trim_end_matches('/'));
-    let http = reqwest::Client::new();
+    // The appsrv is trusted as the coordinator is: its certificate comes from the mesh CA.
+    let http = tabbify_client::http_client(&url, client.tls_settings())
+        .with_context(|| format!("setting up TLS for the appsrv at {appsrv}"))?;
     let head = http
         .head(&url)
         .timeout(Duration::from_secs(10))

@@ -62,6 +62,11 @@ enum Command {
     /// Get an operator token for the nodes' control APIs (with the admin token) and cache it;
     /// commands that need one do this by themselves when none is cached or it ran out.
     Login(LoginArgs),
+    /// Certificates from the mesh CA for the mesh's other services (the appsrv).
+    Cert {
+        #[command(subcommand)]
+        command: crate::cert::CertCommand,
+    },
     /// Manage join tokens.
     Token {
         #[command(subcommand)]
@@ -108,8 +113,10 @@ struct LoginArgs {
     /// Lifetime, e.g. 1h, 12h (default: the coordinator's, 12h; at most 7d).
     #[arg(long, value_parser = humantime::parse_duration)]
     ttl: Option<Duration>,
-    /// Scopes to ask for (repeatable): node:read, node:write, artifacts:write.
-    #[arg(long = "scope", default_values = ["node:read", "node:write"])]
+    /// Scopes to ask for (repeatable): node:read, node:write, artifacts:write, mesh:read
+    /// (default: node:read and node:write, plus mesh:read when the token is not limited to
+    /// some nodes).
+    #[arg(long = "scope")]
     scopes: Vec<tabbify_auth::Scope>,
     /// Only valid on the node with this name (repeatable).
     #[arg(long = "node")]
@@ -199,6 +206,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Token { command } => token(&client, &admin()?, command).await,
+        Command::Cert { command } => crate::cert::run(&client, &admin()?, command).await,
         Command::Login(args) => login(&client, &admin()?, args).await,
         Command::Deploy(args) => {
             let done = crate::apps::deploy(&client, &admin()?, &args).await?;
@@ -233,8 +241,23 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn login(client: &CoordinatorClient, admin: &str, args: LoginArgs) -> Result<()> {
+    let limited = !args.nodes.is_empty() || !args.tags.is_empty();
+    let scopes = if !args.scopes.is_empty() {
+        args.scopes
+    } else if limited {
+        vec![
+            tabbify_auth::Scope::NodeRead,
+            tabbify_auth::Scope::NodeWrite,
+        ]
+    } else {
+        vec![
+            tabbify_auth::Scope::NodeRead,
+            tabbify_auth::Scope::NodeWrite,
+            tabbify_auth::Scope::MeshRead,
+        ]
+    };
     let req = tabbify_wire::operator::CreateOperatorTokenRequest {
-        scopes: args.scopes,
+        scopes,
         ttl_secs: args.ttl.map(|t| t.as_secs()),
         subject: Some(crate::operator::subject()),
         nodes: (!args.nodes.is_empty()).then_some(args.nodes),

@@ -179,10 +179,32 @@ pub async fn run(args: DevArgs) -> Result<()> {
         };
     let health = wait_joined(&node_api).await?;
 
+    // The appsrv serves HTTPS with a certificate from the mesh CA, as in production; the key
+    // stays in the dev state and is reused on the next run.
+    let appsrv_tls = dir.join("appsrv-tls");
+    crate::cert::issue(
+        &client,
+        admin.trim(),
+        &crate::cert::IssueArgs {
+            names: vec!["127.0.0.1".into(), "localhost".into()],
+            out: appsrv_tls.clone(),
+            ttl: None,
+            new_key: false,
+        },
+    )
+    .await
+    .context("issuing the appsrv's certificate")?;
     let appsrv_log = dir.join("appsrv.log");
     let mut appsrv = spawn(
         &appsrv_bin,
         &[
+            "--tls-cert".into(),
+            appsrv_tls
+                .join(crate::cert::CERT_FILE)
+                .display()
+                .to_string(),
+            "--tls-key".into(),
+            appsrv_tls.join(crate::cert::KEY_FILE).display().to_string(),
             "--listen".into(),
             format!("127.0.0.1:{}", args.appsrv_port),
             "--data-dir".into(),

@@ -3,6 +3,7 @@
 
 mod admin;
 mod apps;
+mod cert;
 mod commands;
 mod dev;
 mod node;

@@ -97,7 +97,7 @@ impl NodeTokens<'_> {
     /// signing key was rotated).
     pub async fn fresh(&self) -> Result<String> {
         let req = CreateOperatorTokenRequest {
-            scopes: vec![Scope::NodeRead, Scope::NodeWrite],
+            scopes: vec![Scope::NodeRead, Scope::NodeWrite, Scope::MeshRead],
             subject: Some(subject()),
             ..Default::default()
         };

@@ -6,6 +6,7 @@
 //! ignore them, so a newer node can talk to an older coordinator.
 
 pub mod app;
+pub mod certificate;
 pub mod error;
 pub mod health;
 pub mod key;

@@ -17,16 +17,26 @@ pub enum Scope {
     /// Upload artifacts to the appsrv.
     #[serde(rename = "artifacts:write")]
     ArtifactsWrite,
+    /// Read the coordinator's roster (peers, the roster watch) and app endpoints. Only a token
+    /// valid on every node carries it: the roster names every node.
+    #[serde(rename = "mesh:read")]
+    MeshRead,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::NodeRead, Scope::NodeWrite, Scope::ArtifactsWrite];
+    pub const ALL: [Scope; 4] = [
+        Scope::NodeRead,
+        Scope::NodeWrite,
+        Scope::ArtifactsWrite,
+        Scope::MeshRead,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::NodeRead => "node:read",
             Scope::NodeWrite => "node:write",
             Scope::ArtifactsWrite => "artifacts:write",
+            Scope::MeshRead => "mesh:read",
         }
     }
 }
@@ -38,7 +48,7 @@ impl std::fmt::Display for Scope {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown scope {0:?} (known: node:read, node:write, artifacts:write)")]
+#[error("unknown scope {0:?} (known: node:read, node:write, artifacts:write, mesh:read)")]
 pub struct UnknownScope(pub String);
 
 impl std::str::FromStr for Scope {

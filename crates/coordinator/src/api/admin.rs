@@ -162,3 +162,40 @@ pub async fn create_operator_token(
         }),
     ))
 }
+
+/// Issues a mesh-CA server certificate for another service of the mesh (the appsrv, say) from
+/// its CSR, for the names the operator lists.
+pub async fn issue_server_certificate(
+    State(svc): State<Arc<Service>>,
+    headers: HeaderMap,
+    JsonBody(req): JsonBody<tabbify_wire::certificate::IssueServerCertificateRequest>,
+) -> Result<
+    (
+        StatusCode,
+        Json<tabbify_wire::certificate::IssuedServerCertificate>,
+    ),
+    ApiError,
+> {
+    require_admin(&svc, &headers)?;
+    let Some(mtls) = svc.settings.mtls.clone() else {
+        return Err(ApiError::bad_request(
+            "this coordinator runs with --insecure-no-mtls and has no mesh CA to issue from",
+        ));
+    };
+    let ttl = crate::server_certs::check_request(&req).map_err(ApiError::bad_request)?;
+    let now = Timestamp::now().unix_ms() / 1000;
+    let issued = mtls
+        .ca
+        .issue_service(&req.csr, &req.names, ttl, now)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    tracing::info!(names = ?req.names, serial = %issued.serial, ttl_secs = ttl.as_secs(), "server certificate issued");
+    Ok((
+        StatusCode::CREATED,
+        Json(tabbify_wire::certificate::IssuedServerCertificate {
+            certificate_chain: issued.chain_pem,
+            ca: mtls.ca.cert_pem().to_string(),
+            serial: issued.serial,
+            not_after: Timestamp(issued.not_after.saturating_mul(1000)),
+        }),
+    ))
+}

@@ -167,7 +167,7 @@ pub async fn watch_assignments(
     tracing::debug!(peer_id = %peer, ?since, "assignment watch opened");
     let stream = until_revoked(
         Arc::clone(&svc),
-        Some(proof),
+        super::auth::Reader::Node(proof),
         assignments_watch::start(Arc::clone(&svc), peer, since).map(move |item| {
             let _held = &permit;
             item

@@ -83,17 +83,39 @@ pub(crate) async fn calling_node(
 #[derive(Debug, Clone)]
 pub(crate) enum Reader {
     Admin,
+    /// An operator token granting `mesh:read`, valid until `exp` (Unix seconds).
+    Operator {
+        subject: String,
+        exp: u64,
+    },
     Node(NodeProof),
 }
 
-impl Reader {
-    /// The identity open streams are tied to (`None`: the operator, never revoked this way).
-    pub(crate) fn proof(&self) -> Option<NodeProof> {
-        match self {
-            Reader::Admin => None,
-            Reader::Node(p) => Some(p.clone()),
-        }
+/// Checks an operator token (`tbfo_…`) for `mesh:read`: signed by this coordinator's key, not
+/// expired, and not limited to some nodes (the roster names them all).
+pub(crate) fn operator_reader(svc: &Service, token: &str) -> Result<Reader, ApiError> {
+    let need = tabbify_auth::Requirement {
+        scope: tabbify_wire::operator::Scope::MeshRead,
+        node: None,
+    };
+    let key = svc.signing_key().verifying_key();
+    let claims = tabbify_auth::verify(Some(token), &key, unix_now(), &need).map_err(|refusal| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            refusal.code(),
+            refusal.to_string(),
+        )
+    })?;
+    if claims.nodes.is_some() || claims.tags.is_some() {
+        return Err(ApiError::unauthorized(
+            "the operator token is limited to some nodes, and the roster names every node: \
+             use a token without node or tag limits",
+        ));
     }
+    Ok(Reader::Operator {
+        subject: claims.sub,
+        exp: claims.exp,
+    })
 }
 
 /// The operator or a node of the mesh; anybody else gets a 401 saying what is needed.
@@ -113,24 +135,34 @@ pub(crate) async fn require_reader(
     }
     match bearer(headers) {
         Bearer::Value(v) if svc.is_admin(&v) => Ok(Reader::Admin),
+        Bearer::Value(v) if v.starts_with(tabbify_auth::TOKEN_PREFIX) => operator_reader(svc, &v),
         Bearer::Value(_) => Err(ApiError::unauthorized(
-            "the bearer token is neither the admin token nor a credential this coordinator accepts",
+            "the bearer token is neither the admin token, an operator token nor a credential \
+             this coordinator accepts",
         )),
         Bearer::Absent | Bearer::NotBearer => Err(ApiError::unauthorized(if svc.mtls() {
             "the roster is readable by nodes of the mesh (client certificate) and operators \
-             (`Authorization: Bearer <admin token>`)"
+             (`Authorization: Bearer <admin token or mesh:read operator token>`)"
         } else {
             "the roster is readable by nodes of the mesh (`Authorization: Bearer <peer \
-             credential>`) and operators (`Authorization: Bearer <admin token>`)"
+             credential>`) and operators (`Authorization: Bearer <admin token or mesh:read \
+             operator token>`)"
         })),
     }
 }
 
-/// `stream`, ended as soon as `proof` stops identifying a peer of the roster (removed, purged,
-/// certificates revoked) or its certificate expires. `None` (the operator) never ends it.
+/// Sleeps until `at` (Unix seconds).
+async fn sleep_until_unix(at: u64) {
+    let left = at.saturating_sub(unix_now());
+    tokio::time::sleep(std::time::Duration::from_secs(left)).await;
+}
+
+/// `stream`, ended as soon as its reader may no longer read: a node's proof stops identifying a
+/// peer of the roster (removed, purged, certificates revoked) or its certificate expires; an
+/// operator token expires. The admin token never ends it.
 pub(crate) fn until_revoked<S>(
     svc: Arc<Service>,
-    proof: Option<NodeProof>,
+    reader: Reader,
     stream: S,
 ) -> impl futures_util::Stream<Item = S::Item> + Send + 'static
 where
@@ -138,8 +170,14 @@ where
 {
     use futures_util::StreamExt;
     let ended = async move {
-        let Some(proof) = proof else {
-            return std::future::pending::<()>().await;
+        let proof = match reader {
+            Reader::Admin => return std::future::pending::<()>().await,
+            Reader::Operator { subject, exp } => {
+                sleep_until_unix(exp).await;
+                tracing::info!(%subject, "closing a stream: the operator token expired");
+                return;
+            }
+            Reader::Node(proof) => proof,
         };
         let expiry = match &proof {
             NodeProof::Certificate { not_after, .. } => Some(*not_after),
@@ -147,10 +185,7 @@ where
         };
         let expired = async move {
             match expiry {
-                Some(at) => {
-                    let left = at.saturating_sub(unix_now());
-                    tokio::time::sleep(std::time::Duration::from_secs(left)).await;
-                }
+                Some(at) => sleep_until_unix(at).await,
                 None => std::future::pending::<()>().await,
             }
         };

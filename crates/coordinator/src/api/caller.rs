@@ -34,6 +34,12 @@ pub async fn stream_identity(
     if svc.is_admin(&token) {
         return Ok("admin".into());
     }
+    if token.starts_with(tabbify_auth::TOKEN_PREFIX) {
+        return Ok(match super::auth::operator_reader(svc, &token) {
+            Ok(super::auth::Reader::Operator { subject, .. }) => format!("operator:{subject}"),
+            _ => by_address,
+        });
+    }
     let proof = NodeProof::Credential(token);
     let mtls = svc.mtls();
     let peer = svc

@@ -282,7 +282,7 @@ pub async fn watch(
     // The slot is given back when the response stream is dropped (the client went away).
     let stream = until_revoked(
         Arc::clone(&svc),
-        reader.proof(),
+        reader,
         watch::start(Arc::clone(&svc), since).map(move |item| {
             let _held = &permit;
             item

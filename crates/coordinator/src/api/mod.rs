@@ -49,6 +49,10 @@ pub fn router(service: Arc<Service>) -> Router {
             post(admin::create_operator_token),
         )
         .route(
+            "/v1/admin/server-certificates",
+            post(admin::issue_server_certificate),
+        )
+        .route(
             "/v1/admin/join-tokens",
             post(admin::create_join_token).get(admin::list_join_tokens),
         )

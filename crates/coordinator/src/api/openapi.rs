@@ -493,8 +493,20 @@ pub fn document() -> Value {
                 "summary": "The public key that signs operator tokens (nodes pin it at join; the appsrv verifies uploads with it)",
                 "responses": {"200": ok("SigningKeyInfo", "the key")}
             }},
+            "/v1/admin/server-certificates": {"post": {
+                "summary": "Issue a mesh-CA server certificate for another service of the mesh (the appsrv) from its CSR, for the names listed (90 days by default, at most a year)",
+                "security": admin,
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": false, "required": ["csr", "names"],
+                    "properties": {"csr": {"type": "string"}, "names": {"type": "array", "minItems": 1, "maxItems": 32, "items": {"type": "string"}}, "ttl_secs": {"type": "integer", "minimum": 60, "maximum": 31536000}}
+                }}}},
+                "responses": {"201": {"description": "issued", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["certificate_chain", "ca", "serial", "not_after"],
+                    "properties": {"certificate_chain": {"type": "string"}, "ca": {"type": "string"}, "serial": {"type": "string"}, "not_after": {"type": "string", "format": "date-time"}}
+                }}}}, "400": err("bad CSR, name or ttl; or --insecure-no-mtls (no CA)"), "401": err("unauthorized")}
+            }},
             "/v1/admin/operator-tokens": {"post": {
-                "summary": "Mint an operator token for nodes' control APIs (node:read, node:write) or appsrv uploads (artifacts:write); shown once, never stored",
+                "summary": "Mint an operator token for nodes' control APIs (node:read, node:write), appsrv uploads (artifacts:write) or roster reads (mesh:read); shown once, never stored",
                 "security": admin, "requestBody": body("CreateOperatorTokenRequest"),
                 "responses": {"201": ok("CreatedOperatorToken", "minted"), "400": err("no scope, unknown scope, ttl out of range, bad node name or tag"), "401": err("unauthorized")}
             }},

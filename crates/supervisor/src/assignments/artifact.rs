@@ -29,7 +29,8 @@ pub struct ArtifactCache {
 impl ArtifactCache {
     pub fn new(data_dir: &Path) -> Self {
         Self {
-            fetcher: BlobFetcher::new(&data_dir.join("cache").join("artifacts")),
+            fetcher: BlobFetcher::new(&data_dir.join("cache").join("artifacts"))
+                .trusting_ca_file(&data_dir.join(crate::node_tls::CA_FILE)),
             locks: Arc::default(),
         }
     }
