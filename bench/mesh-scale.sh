@@ -13,8 +13,8 @@
 #   - the coordinator's RSS at PEERS peers;
 #   - a node's RSS and set_peers time with NODE_PEERS peers.
 #
-# PEERS defaults to 65535: a mesh is a /48 of /64s, so one coordinator holds at most 65,535
-# nodes; 100,000 do not fit its address plan. The heartbeat rate is set to what 100,000 nodes
+# PEERS defaults to 65000: a mesh is a /48 of /64s, so one coordinator holds at most 65,535
+# nodes (the watch phase adds a few more); 100,000 do not fit its address plan. The heartbeat rate is set to what 100,000 nodes
 # would send. Nodes are registered with --offline-after-missed high so that the ones registered
 # first are not marked offline (events) while the rest join; liveness is not what this measures.
 #
@@ -23,7 +23,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PEERS="${PEERS:-65535}"
+PEERS="${PEERS:-65000}"
 WATCHERS="${WATCHERS:-10000}"
 HB_RATE="${HB_RATE:-20000}"
 HB_SECS="${HB_SECS:-20}"
@@ -54,7 +54,7 @@ run_mode() { # $1: mode name, $2: extra load flags, then coordinator flags
   mkdir -p "$dir"
   mkfifo "$dir/ready"
   RUST_LOG=warn "$BIN/tabbify-coordinator" --listen 127.0.0.1:0 --data-dir "$dir/data" \
-    --offline-after-missed 1000000 "$@" >"$dir/ready" 2>"$dir/coordinator.log" &
+    --offline-after-missed 100000 "$@" >"$dir/ready" 2>"$dir/coordinator.log" &
   COORD_PID=$!
   read -r -t 30 READY_LINE <"$dir/ready" || { echo "coordinator did not start" >&2; cat "$dir/coordinator.log" >&2; exit 1; }
   local url="${READY_LINE#tabbify-coordinator listening on }"

@@ -4,7 +4,7 @@
 use super::removed::{self, REMOVED_BY_OPERATOR};
 use super::{PeerRecord, Store, StoreError, events, ms, tokens as token_rows, ts};
 use crate::addressing::{self, AllocError, SubnetId};
-use crate::liveness::{self, LivenessChange, LivenessPolicy, PeerLiveness};
+use crate::liveness::{self, LivenessChange, LivenessPolicy, Verdict};
 use crate::node_auth::{CertSerials, NodeAuthError, NodeProof};
 use crate::registration::{self, Admission, AdmissionError, KnownPeer, PresentedToken};
 use crate::tokens;
@@ -484,16 +484,19 @@ impl Store {
         now: Timestamp,
     ) -> Result<Vec<RosterEvent>, StoreError> {
         self.visited(self.peers.len());
-        let view: Vec<PeerLiveness> = self
+        let mut changes: Vec<LivenessChange> = self
             .peers
             .values()
-            .map(|r| PeerLiveness {
-                peer_id: r.peer.peer_id.clone(),
-                last_seen: r.peer.last_seen,
-                online: r.peer.online,
+            .filter_map(|r| {
+                let p = &r.peer;
+                liveness::judge(policy, p.last_seen, p.online, serving_since, now).map(
+                    |v| match v {
+                        Verdict::Offline => LivenessChange::Offline(p.peer_id.clone()),
+                        Verdict::Purge => LivenessChange::Purge(p.peer_id.clone()),
+                    },
+                )
             })
             .collect();
-        let mut changes = liveness::decide(policy, &view, serving_since, now);
         if changes.is_empty() {
             return Ok(Vec::new());
         }

@@ -187,7 +187,7 @@ impl PeerControl {
         }
         for key in &plan.removed {
             self.links.remove(key);
-            tracing::info!(peer = %encode_key(key), "peer removed");
+            tracing::debug!(peer = %encode_key(key), "peer removed");
         }
         let mut in_use: HashSet<u32> = self.links.values().map(|l| l.index).collect();
         let mut entries = Vec::with_capacity(plan.accepted.len());
@@ -204,7 +204,7 @@ impl PeerControl {
                     if let Some(e) = endpoint {
                         link.set_endpoint(e);
                     }
-                    tracing::info!(peer = %encode_key(&config.public_key), allowed = %config.allowed, "peer updated");
+                    tracing::debug!(peer = %encode_key(&config.public_key), allowed = %config.allowed, "peer updated");
                     link
                 }
                 (_, old) => {
