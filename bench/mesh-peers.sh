@@ -32,18 +32,19 @@ ip netns add "$NS"
 ip -n "$NS" link set lo up
 
 KEY=$("$BIN" genkey)
-# write_config N PORT_BASE: N peers with distinct keys, /64s and endpoints.
+# write_config N PORT_BASE: N peers with distinct keys, /64s and endpoints. The mesh prefix is a
+# /32 so that more than the 65,535 /64s of a /48 fit (the data plane takes any mesh prefix).
 write_config() {
   local n=$1 port=$2
   {
-    printf '{"private_key":"%s","ula":"fd7a:be0c:1::1","subnet":"fd7a:be0c:1::/64","mesh_prefix":"fd7a:be0c:1::/48","peers":[' "$KEY"
+    printf '{"private_key":"%s","ula":"fd7a:be0c::1","subnet":"fd7a:be0c::/64","mesh_prefix":"fd7a:be0c::/32","peers":[' "$KEY"
     for ((i = 1; i <= n; i++)); do
       [ "$i" -gt 1 ] && printf ','
       # Distinct 32-byte keys without a process per key: 42 base64 digits (the index, zero
       # padded), then "A=" (the last symbol of a 32-byte key carries 2 bits, here zero).
       printf -v key '%042dA=' "$i"
-      printf '{"public_key":"%s","allowed":"fd7a:be0c:1:%x::/64","endpoint":"10.203.%d.%d:%d"}' \
-        "$key" "$i" $((i / 250)) $((i % 250 + 1)) "$port"
+      printf '{"public_key":"%s","allowed":"fd7a:be0c:%x:%x::/64","endpoint":"10.%d.%d.%d:%d"}' \
+        "$key" $((i >> 16)) $((i & 65535)) $((200 + i / 62500)) $((i / 250 % 250)) $((i % 250 + 1)) "$port"
     done
     printf ']}'
   } >"$WORK/cfg.tmp"

@@ -54,19 +54,42 @@ pub fn decide<'a>(
     serving_since: Timestamp,
     now: Timestamp,
 ) -> Vec<LivenessChange> {
-    let offline_after = duration_ms(policy.offline_after());
-    let retention = duration_ms(policy.retention);
-    let mut changes = Vec::new();
-    for peer in peers {
-        let reference = peer.last_seen.max(serving_since);
-        let silent_for = now.unix_ms().saturating_sub(reference.unix_ms());
-        if silent_for > retention {
-            changes.push(LivenessChange::Purge(peer.peer_id.clone()));
-        } else if peer.online && silent_for > offline_after {
-            changes.push(LivenessChange::Offline(peer.peer_id.clone()));
-        }
+    peers
+        .into_iter()
+        .filter_map(|peer| {
+            judge(policy, peer.last_seen, peer.online, serving_since, now).map(|v| match v {
+                Verdict::Offline => LivenessChange::Offline(peer.peer_id.clone()),
+                Verdict::Purge => LivenessChange::Purge(peer.peer_id.clone()),
+            })
+        })
+        .collect()
+}
+
+/// What is due for one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Offline,
+    Purge,
+}
+
+/// The decision of [`decide`] for one peer, without copying anything (the store runs it over
+/// the whole roster every second).
+pub fn judge(
+    policy: &LivenessPolicy,
+    last_seen: Timestamp,
+    online: bool,
+    serving_since: Timestamp,
+    now: Timestamp,
+) -> Option<Verdict> {
+    let reference = last_seen.max(serving_since);
+    let silent_for = now.unix_ms().saturating_sub(reference.unix_ms());
+    if silent_for > duration_ms(policy.retention) {
+        Some(Verdict::Purge)
+    } else if online && silent_for > duration_ms(policy.offline_after()) {
+        Some(Verdict::Offline)
+    } else {
+        None
     }
-    changes
 }
 
 fn duration_ms(d: Duration) -> u64 {

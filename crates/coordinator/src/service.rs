@@ -16,10 +16,11 @@ use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::stream_limit::StreamLimiter;
 use crate::tokens::{self, SecretHash};
+use crate::watch::LiveEvent;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
-use tabbify_wire::mesh::RosterEvent;
+use tabbify_wire::mesh::{PeerId, RosterEvent};
 use tabbify_wire::{Ipv6Prefix, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -28,8 +29,14 @@ use tokio_util::sync::CancellationToken;
 const BROADCAST_CAPACITY: usize = 4096;
 /// Jobs waiting for the store before senders wait too.
 const JOB_QUEUE: usize = 4096;
+/// Batches of peers whose credentials changed that a stream may fall behind on before it
+/// re-checks its identity anyway.
+const AUTH_CHANGES_CAPACITY: usize = 1024;
 
-type Job = Box<dyn FnOnce(&mut Store, &broadcast::Sender<RosterEvent>) + Send>;
+/// The peers that left the roster or lost their certificates in one store job.
+pub type AuthChanges = Arc<[PeerId]>;
+
+type Job = Box<dyn FnOnce(&mut Store, &broadcast::Sender<LiveEvent>) + Send>;
 
 /// Fixed facts the handlers need.
 #[derive(Debug, Clone)]
@@ -78,9 +85,9 @@ pub enum ServiceError {
 
 pub struct Service {
     jobs: mpsc::Sender<Job>,
-    events: broadcast::Sender<RosterEvent>,
+    events: broadcast::Sender<LiveEvent>,
     apps_revision: watch::Receiver<u64>,
-    auth_generation: watch::Receiver<u64>,
+    auth_changes: broadcast::Sender<AuthChanges>,
     admin_hash: SecretHash,
     /// Signs operator tokens; its public half is pinned by every node at join.
     signing_key: tabbify_auth::SigningKey,
@@ -108,8 +115,9 @@ impl Service {
         let (events, _) = broadcast::channel(capacity.max(1));
         let (jobs, queue) = mpsc::channel(JOB_QUEUE);
         let (apps_tx, apps_revision) = watch::channel(store.apps_revision());
-        let (auth_tx, auth_generation) = watch::channel(store.auth_generation());
+        let (auth_changes, _) = broadcast::channel(AUTH_CHANGES_CAPACITY);
         let broadcaster = events.clone();
+        let auth_tx = auth_changes.clone();
         std::thread::Builder::new()
             .name("tabbify-store".into())
             .spawn(move || own_store(store, queue, broadcaster, apps_tx, auth_tx))
@@ -123,7 +131,7 @@ impl Service {
             jobs,
             events,
             apps_revision,
-            auth_generation,
+            auth_changes,
             admin_hash: tokens::hash_secret(admin_token),
             // A key of its own until the server hands it the one kept in the data dir.
             signing_key: tabbify_auth::SigningKey::generate(),
@@ -149,8 +157,8 @@ impl Service {
         tokens::hashes_equal(&tokens::hash_secret(presented), &self.admin_hash)
     }
 
-    /// A receiver of every event committed after this call.
-    pub fn subscribe(&self) -> broadcast::Receiver<RosterEvent> {
+    /// A receiver of every event committed after this call, each encoded once for all.
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
         self.events.subscribe()
     }
 
@@ -160,10 +168,11 @@ impl Service {
         self.apps_revision.clone()
     }
 
-    /// Follows the store's auth generation: it changes whenever a peer leaves the roster or
-    /// loses its certificates, so a stream can re-check the identity it serves.
-    pub fn watch_auth(&self) -> watch::Receiver<u64> {
-        self.auth_generation.clone()
+    /// Receives, after every store job that had some, the peers that left the roster or lost
+    /// their certificates, so a stream serving one of them can re-check it (and only such a
+    /// stream: the others have nothing to do).
+    pub fn subscribe_auth(&self) -> broadcast::Receiver<AuthChanges> {
+        self.auth_changes.subscribe()
     }
 
     /// True when nodes authenticate with certificates (the default).
@@ -194,13 +203,18 @@ impl Service {
             let out = f(store, &mut new_events);
             if !new_events.is_empty() {
                 // The roster changed: replicas may have to move, pending ones may fit now.
-                if let Err(e) = store.place_apps(Timestamp::now(), grace) {
+                let changed: Vec<&str> =
+                    new_events.iter().map(|e| e.peer.peer_id.as_str()).collect();
+                if store.placement_affected_by(&changed)
+                    && let Err(e) = store.place_apps(Timestamp::now(), grace)
+                {
                     tracing::error!(error = %e, "placement after a roster change failed");
                 }
             }
-            for ev in new_events {
-                // No receiver is fine: nobody is watching.
-                let _ = broadcaster.send(ev);
+            for ev in &new_events {
+                // Encoded once here; every watcher sends these same bytes. No receiver is fine:
+                // nobody is watching.
+                let _ = broadcaster.send(LiveEvent::encode(ev));
             }
             // The caller may have gone away (client disconnected); the change stands.
             let _ = reply.send(out);
@@ -214,12 +228,14 @@ impl Service {
             .map_err(|_| ServiceError::Task("the store job panicked; see the log".into()))
     }
 
-    /// Applies liveness and prunes the event log; called by the background task.
+    /// Writes the batched heartbeat refreshes, applies liveness and prunes the event log;
+    /// called by the background task.
     pub async fn liveness_tick(&self) -> Result<usize, ServiceError> {
         let policy = self.settings.liveness;
         let since = self.settings.serving_since;
         let keep = self.settings.event_log_capacity;
         self.write(move |store, sink| -> Result<usize, StoreError> {
+            store.flush_heartbeats()?;
             let events = store.apply_liveness(&policy, since, Timestamp::now())?;
             for ev in &events {
                 tracing::info!(
@@ -239,11 +255,11 @@ impl Service {
         .map_err(ServiceError::from)
     }
 
-    /// Runs placement (the once-a-second pass that catches lapsed grace periods and new free
-    /// resources from heartbeats).
+    /// Runs placement when it may be due (the once-a-second pass that catches lapsed grace
+    /// periods and new free resources from heartbeats; see [`Store::place_apps_if_due`]).
     pub async fn placement_tick(&self) -> Result<(), ServiceError> {
         let grace = self.settings.node_lost_grace;
-        self.write(move |store, _| store.place_apps(Timestamp::now(), grace))
+        self.write(move |store, _| store.place_apps_if_due(Timestamp::now(), grace))
             .await?
             .map_err(ServiceError::from)
     }
@@ -261,24 +277,25 @@ impl Service {
 fn own_store(
     mut store: Store,
     mut queue: mpsc::Receiver<Job>,
-    broadcaster: broadcast::Sender<RosterEvent>,
+    broadcaster: broadcast::Sender<LiveEvent>,
     apps_revision: watch::Sender<u64>,
-    auth_generation: watch::Sender<u64>,
+    auth_changes: broadcast::Sender<AuthChanges>,
 ) {
     while let Some(job) = queue.blocking_recv() {
         let ran = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut store, &broadcaster)));
         if ran.is_err() {
             tracing::error!("a store job panicked; continuing with the next one");
         }
-        for (channel, value) in [
-            (&apps_revision, store.apps_revision()),
-            (&auth_generation, store.auth_generation()),
-        ] {
-            channel.send_if_modified(|seen| {
-                let changed = *seen != value;
-                *seen = value;
-                changed
-            });
+        let value = store.apps_revision();
+        apps_revision.send_if_modified(|seen| {
+            let changed = *seen != value;
+            *seen = value;
+            changed
+        });
+        let changed = store.take_auth_changes();
+        if !changed.is_empty() {
+            // No receiver is fine: no stream is open.
+            let _ = auth_changes.send(Arc::from(changed));
         }
     }
     tracing::debug!("store thread finished");

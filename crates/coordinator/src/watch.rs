@@ -5,14 +5,21 @@
 //! read the backlog from the log, then pass live events on only when they are exactly the next
 //! revision. Anything unexpected (the subscriber lagged, a revision skipped) falls back to reading
 //! the log again from the last revision sent; if the log no longer has it, a snapshot is sent.
+//!
+//! Nothing here grows with the number of watchers per event: the store thread encodes each event
+//! into its SSE frame once ([`LiveEvent`]), and every watcher sends those same bytes (a reference
+//! count, not a copy). Events read back from the log are framed from their stored JSON without
+//! parsing it, and a snapshot is built from the listing's per-peer JSON.
 
 use crate::service::Service;
-use crate::store::EventsAfter;
-use axum::response::sse::Event;
-use futures_util::{Stream, StreamExt};
-use std::convert::Infallible;
+use crate::store::{EncodedEvent, EncodedEventsAfter};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::Stream;
+use std::pin::Pin;
 use std::sync::Arc;
-use tabbify_wire::mesh::{RosterEvent, RosterSnapshot, SSE_SNAPSHOT};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tabbify_wire::mesh::{RosterEvent, SSE_SNAPSHOT};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -20,45 +27,79 @@ use tokio_stream::wrappers::ReceiverStream;
 const PAGE: usize = 1000;
 /// Items buffered between the watcher task and the HTTP response.
 const BUFFER: usize = 64;
+/// The SSE comment sent when a stream has been idle this long.
+const KEEP_ALIVE_FRAME: &[u8] = b":keep-alive\n\n";
 
-/// One message of the watch stream.
+/// One SSE frame: `id: <revision>`, `event: <name>`, `data: <json>`.
+pub fn frame(revision: u64, name: &str, json: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(json.len() + name.len() + 40);
+    b.put_slice(b"id: ");
+    b.put_slice(revision.to_string().as_bytes());
+    b.put_slice(b"\nevent: ");
+    b.put_slice(name.as_bytes());
+    b.put_slice(b"\ndata: ");
+    b.put_slice(json);
+    b.put_slice(b"\n\n");
+    b.freeze()
+}
+
+/// A committed roster event in its SSE form, encoded once for every watcher.
 #[derive(Debug, Clone, PartialEq)]
-pub enum WatchItem {
-    Snapshot(RosterSnapshot),
-    Event(Box<RosterEvent>),
+pub struct LiveEvent {
+    pub revision: u64,
+    pub frame: Bytes,
+}
+
+impl LiveEvent {
+    pub fn encode(ev: &RosterEvent) -> Self {
+        let json = serde_json::to_vec(ev).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot encode a roster event");
+            Vec::new()
+        });
+        Self {
+            revision: ev.revision,
+            frame: frame(ev.revision, ev.kind.as_str(), &json),
+        }
+    }
+
+    fn from_log(ev: &EncodedEvent) -> Self {
+        Self {
+            revision: ev.revision,
+            frame: frame(ev.revision, &ev.kind, ev.body.as_bytes()),
+        }
+    }
+}
+
+/// What a watch stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    Snapshot,
+    Event,
+}
+
+/// One message of the watch stream, already framed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchItem {
+    pub kind: ItemKind,
+    pub revision: u64,
+    pub frame: Bytes,
 }
 
 impl WatchItem {
     pub fn revision(&self) -> u64 {
-        match self {
-            WatchItem::Snapshot(s) => s.revision,
-            WatchItem::Event(e) => e.revision,
-        }
-    }
-
-    /// The SSE form: `id: <revision>`, `event: <kind|snapshot>`, `data: <json>`.
-    pub fn to_sse(&self) -> Event {
-        let (name, data) = match self {
-            WatchItem::Snapshot(s) => (SSE_SNAPSHOT, serde_json::to_string(s)),
-            WatchItem::Event(e) => (e.kind.as_str(), serde_json::to_string(e)),
-        };
-        let data = data.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot encode a watch item");
-            String::new()
-        });
-        Event::default()
-            .id(self.revision().to_string())
-            .event(name)
-            .data(data)
+        self.revision
     }
 }
 
-/// Starts a watch from `since` (exclusive) as SSE events; `None` starts with a snapshot.
+/// Starts a watch from `since` (exclusive) as SSE bytes, with a keep-alive comment after every
+/// `keep_alive` of silence; `None` starts with a snapshot.
 pub fn start(
     service: Arc<Service>,
     since: Option<u64>,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    items(service, since).map(|item| Ok(item.to_sse()))
+    keep_alive: Duration,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    use futures_util::StreamExt;
+    KeepAlive::new(items(service, since).map(|item| item.frame), keep_alive)
 }
 
 /// Starts a watch from `since` (exclusive); `None` starts with a snapshot.
@@ -78,7 +119,7 @@ pub fn items(service: Arc<Service>, since: Option<u64>) -> ReceiverStream<WatchI
 
 struct Watcher {
     tx: mpsc::Sender<WatchItem>,
-    live: broadcast::Receiver<RosterEvent>,
+    live: broadcast::Receiver<LiveEvent>,
     /// The last revision sent to the client.
     last: u64,
 }
@@ -100,7 +141,7 @@ impl Watcher {
                 _ = service.shutdown.cancelled() => return Err("shutting down".into()),
                 received = self.live.recv() => match received {
                     Ok(ev) if ev.revision <= self.last => {}
-                    Ok(ev) if ev.revision == self.last + 1 => self.send_event(&ev).await?,
+                    Ok(ev) if ev.revision == self.last + 1 => self.send_event(ev).await?,
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => caught_up = false,
                     Err(broadcast::error::RecvError::Closed) => return Err("broadcast closed".into()),
                 },
@@ -112,19 +153,19 @@ impl Watcher {
     async fn send_backlog(&mut self, service: &Service) -> Result<bool, String> {
         let since = self.last;
         let page = service
-            .read(move |s| s.events_after(since, PAGE))
+            .read(move |s| s.encoded_events_after(since, PAGE))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         match page {
-            EventsAfter::Gone => {
+            EncodedEventsAfter::Gone => {
                 self.send_snapshot(service).await?;
                 Ok(false)
             }
-            EventsAfter::Events(events) => {
+            EncodedEventsAfter::Events(events) => {
                 let done = events.len() < PAGE;
                 for ev in &events {
-                    self.send_event(ev).await?;
+                    self.send_event(LiveEvent::from_log(ev)).await?;
                 }
                 Ok(done)
             }
@@ -132,26 +173,74 @@ impl Watcher {
     }
 
     async fn send_snapshot(&mut self, service: &Service) -> Result<(), String> {
-        let snap: RosterSnapshot = service
-            .read(|s| s.snapshot())
+        // The listing shares each peer's JSON; it is joined here, off the store thread.
+        let list = service
+            .read(|s| s.peer_list(None))
             .await
             .map_err(|e| e.to_string())?;
-        let revision = snap.revision;
+        let json = list.to_json().map_err(|e| e.to_string())?;
+        let revision = list.revision;
         self.tx
-            .send(WatchItem::Snapshot(snap))
+            .send(WatchItem {
+                kind: ItemKind::Snapshot,
+                revision,
+                frame: frame(revision, SSE_SNAPSHOT, &json),
+            })
             .await
             .map_err(|_| "client went away")?;
         self.last = revision;
         Ok(())
     }
 
-    async fn send_event(&mut self, ev: &RosterEvent) -> Result<(), String> {
+    async fn send_event(&mut self, ev: LiveEvent) -> Result<(), String> {
+        let revision = ev.revision;
         self.tx
-            .send(WatchItem::Event(Box::new(ev.clone())))
+            .send(WatchItem {
+                kind: ItemKind::Event,
+                revision,
+                frame: ev.frame,
+            })
             .await
             .map_err(|_| "client went away")?;
-        self.last = ev.revision;
+        self.last = revision;
         Ok(())
+    }
+}
+
+/// A stream of SSE frames that sends a comment after `every` without one, so idle connections
+/// (and proxies) do not time out.
+struct KeepAlive<S> {
+    inner: S,
+    every: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<S> KeepAlive<S> {
+    fn new(inner: S, every: Duration) -> Self {
+        Self {
+            inner,
+            every,
+            timer: Box::pin(tokio::time::sleep(every)),
+        }
+    }
+}
+
+impl<S: Stream<Item = Bytes> + Unpin> Stream for KeepAlive<S> {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = &mut *self;
+        if let Poll::Ready(item) = Pin::new(&mut this.inner).poll_next(cx) {
+            let deadline = tokio::time::Instant::now() + this.every;
+            this.timer.as_mut().reset(deadline);
+            return Poll::Ready(item);
+        }
+        if this.timer.as_mut().poll(cx).is_ready() {
+            let deadline = tokio::time::Instant::now() + this.every;
+            this.timer.as_mut().reset(deadline);
+            return Poll::Ready(Some(Bytes::from_static(KEEP_ALIVE_FRAME)));
+        }
+        Poll::Pending
     }
 }
 
@@ -161,6 +250,7 @@ mod tests {
     use crate::liveness::LivenessPolicy;
     use crate::service::Settings;
     use crate::store::{RegisterCommand, Store};
+    use futures_util::StreamExt;
     use std::time::Duration;
     use tabbify_wire::mesh::RegisterRequest;
     use tabbify_wire::token::CreateJoinTokenRequest;
@@ -240,6 +330,15 @@ mod tests {
             .unwrap();
     }
 
+    fn snapshot_of(item: &WatchItem) -> tabbify_wire::mesh::RosterSnapshot {
+        let text = std::str::from_utf8(&item.frame).unwrap();
+        let data = text
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .expect("a data line");
+        serde_json::from_str(data).unwrap()
+    }
+
     async fn collect(stream: &mut ReceiverStream<WatchItem>, up_to: u64) -> Vec<WatchItem> {
         let mut out = Vec::new();
         while out.last().is_none_or(|i: &WatchItem| i.revision() < up_to) {
@@ -266,7 +365,7 @@ mod tests {
         let got = collect(&mut stream, 305).await;
         let revs: Vec<u64> = got.iter().map(WatchItem::revision).collect();
         assert_eq!(revs, (1..=305).collect::<Vec<_>>());
-        assert!(got.iter().all(|i| matches!(i, WatchItem::Event(_))));
+        assert!(got.iter().all(|i| i.kind == ItemKind::Event));
         // And it is live again afterwards.
         join(&f, 999).await;
         assert_eq!(collect(&mut stream, 306).await.len(), 1);
@@ -288,13 +387,11 @@ mod tests {
         // head; nothing is duplicated or skipped without a snapshot covering it.
         let snap_at = got
             .iter()
-            .position(|i| matches!(i, WatchItem::Snapshot(_)))
+            .position(|i| i.kind == ItemKind::Snapshot)
             .expect("a snapshot replaces the pruned events");
         let before: Vec<u64> = got[..snap_at].iter().map(WatchItem::revision).collect();
         assert_eq!(before, (1..=before.len() as u64).collect::<Vec<_>>());
-        let WatchItem::Snapshot(snap) = &got[snap_at] else {
-            unreachable!()
-        };
+        let snap = snapshot_of(&got[snap_at]);
         assert_eq!(snap.revision, 200);
         assert_eq!(snap.peers.len(), 200);
         assert_eq!(snap_at + 1, got.len());
@@ -308,12 +405,16 @@ mod tests {
         join(&f, 1).await;
         let mut stream = items(Arc::clone(&f.svc), None);
         let first = collect(&mut stream, 1).await;
-        assert!(
-            matches!(&first[0], WatchItem::Snapshot(s) if s.revision == 1 && s.peers.len() == 1)
-        );
+        assert_eq!(first[0].kind, ItemKind::Snapshot);
+        let snap = snapshot_of(&first[0]);
+        assert!(snap.revision == 1 && snap.peers.len() == 1);
         join(&f, 2).await;
+        let next = collect(&mut stream, 2).await;
+        assert_eq!((next[0].kind, next[0].revision), (ItemKind::Event, 2));
+        let text = std::str::from_utf8(&next[0].frame).unwrap();
         assert!(
-            matches!(&collect(&mut stream, 2).await[0], WatchItem::Event(e) if e.revision == 2)
+            text.starts_with("id: 2\nevent: joined\ndata: {") && text.ends_with("}\n\n"),
+            "{text}"
         );
     }
 }

@@ -190,22 +190,26 @@ where
             }
         };
         tokio::pin!(expired);
-        let mut generation = svc.watch_auth();
+        let mut changes = svc.subscribe_auth();
+        let claimed = proof.claimed_peer();
         let mtls = svc.mtls();
         loop {
             tokio::select! {
                 () = &mut expired => {
-                    tracing::info!(peer = ?proof.claimed_peer(), "closing a stream: the node certificate expired");
+                    tracing::info!(peer = ?claimed, "closing a stream: the node certificate expired");
                     return;
                 }
-                changed = generation.changed() => {
-                    if changed.is_err() {
-                        return;
+                changed = changes.recv() => {
+                    match changed {
+                        // Another peer's change: nothing to check.
+                        Ok(ids) if !claimed.as_ref().is_some_and(|c| ids.contains(c)) => continue,
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                     }
                     let p = proof.clone();
                     let still = svc.read(move |s| s.authenticate(&p, mtls, false, unix_now())).await;
                     if !matches!(still, Ok(Ok(_))) {
-                        tracing::info!(peer = ?proof.claimed_peer(), "closing a stream: its peer was removed or its certificate revoked");
+                        tracing::info!(peer = ?claimed, "closing a stream: its peer was removed or its certificate revoked");
                         return;
                     }
                 }

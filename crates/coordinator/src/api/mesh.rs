@@ -14,7 +14,6 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use rand::Rng;
@@ -283,13 +282,18 @@ pub async fn watch(
     let stream = until_revoked(
         Arc::clone(&svc),
         reader,
-        watch::start(Arc::clone(&svc), since).map(move |item| {
+        watch::start(Arc::clone(&svc), since, WATCH_KEEP_ALIVE).map(move |frame| {
             let _held = &permit;
-            item
+            Ok::<_, std::convert::Infallible>(frame)
         }),
     );
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(WATCH_KEEP_ALIVE))
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
         .into_response())
 }
 

@@ -111,6 +111,60 @@ impl Store {
         self.place_and_commit(self.apps.clone(), now, grace)
     }
 
+    /// Runs placement if the passing of time or new heartbeat figures could change it: the
+    /// first pass, a pending slot (free resources move with heartbeats), or a replica on an
+    /// offline node (its grace period runs out). Otherwise nothing is read.
+    pub fn place_apps_if_due(&mut self, now: Timestamp, grace: Duration) -> Result<(), StoreError> {
+        let due = !self.placed_once
+            || !self.pending.is_empty()
+            || self
+                .apps
+                .assignments
+                .values()
+                .any(|a| a.placed.lost_at.is_some());
+        if due {
+            self.place_apps(now, grace)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a roster change of `peers` may change placement: they hold (or held) a replica,
+    /// or a slot is pending and one of them is an online node with that app's runtime tag.
+    /// Placement reads the whole roster, so a join that cannot matter (no apps, every slot
+    /// placed) skips it.
+    pub fn placement_affected_by(&self, peers: &[&str]) -> bool {
+        if self.apps.apps.is_empty() && self.apps.assignments.is_empty() {
+            return false;
+        }
+        if !self.placed_once {
+            return true;
+        }
+        let holds = |id: &str| {
+            self.apps.node_revisions.contains_key(id)
+                || self
+                    .apps
+                    .assignments
+                    .values()
+                    .any(|a| a.placed.peer_id == id)
+        };
+        if peers.iter().any(|id| holds(id)) {
+            return true;
+        }
+        if self.pending.is_empty() {
+            return false;
+        }
+        let wanted: Vec<tabbify_wire::Tag> = self
+            .pending
+            .keys()
+            .filter_map(|(app, _)| self.apps.apps.get(app))
+            .map(|a| placement::runtime_tag(a.spec.runtime()))
+            .collect();
+        peers
+            .iter()
+            .filter_map(|id| self.peers.get(*id))
+            .any(|r| r.peer.online && wanted.iter().any(|t| r.peer.tags.contains(t)))
+    }
+
     /// Records a node's report of the apps it runs for its assignments. A report that names a
     /// replica address the node may not claim (see `replica_address`) is refused whole and
     /// nothing of it is kept.
@@ -230,6 +284,8 @@ impl Store {
         now: Timestamp,
         grace: Duration,
     ) -> Result<(), StoreError> {
+        self.placed_once = true;
+        self.visited(self.peers.len());
         let nodes: Vec<NodeFacts> = self
             .peers
             .values()

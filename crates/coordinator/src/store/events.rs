@@ -3,6 +3,7 @@
 
 use super::{Store, StoreError, ms};
 use rusqlite::{Connection, Transaction, params};
+use std::cell::Cell;
 use tabbify_wire::Timestamp;
 use tabbify_wire::mesh::{Peer, RosterEvent, RosterEventKind};
 
@@ -17,6 +18,21 @@ pub enum EventsAfter {
     Gone,
 }
 
+/// One logged event as stored: its revision, kind and wire JSON, not parsed again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEvent {
+    pub revision: u64,
+    pub kind: String,
+    pub body: String,
+}
+
+/// [`EventsAfter`] with the events as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncodedEventsAfter {
+    Events(Vec<EncodedEvent>),
+    Gone,
+}
+
 pub(super) fn current_revision(conn: &Connection) -> Result<u64, StoreError> {
     let rev: i64 = conn.query_row("SELECT COALESCE(MAX(revision), 0) FROM events", [], |r| {
         r.get(0)
@@ -27,6 +43,7 @@ pub(super) fn current_revision(conn: &Connection) -> Result<u64, StoreError> {
 /// Writes the event with the given revision inside `tx` and returns it.
 pub(super) fn append(
     tx: &Transaction<'_>,
+    serialised: &Cell<u64>,
     revision: u64,
     kind: RosterEventKind,
     peer: &Peer,
@@ -39,6 +56,7 @@ pub(super) fn append(
         at,
     };
     let body = serde_json::to_string(&event)?;
+    serialised.set(serialised.get() + body.len() as u64);
     tx.execute(
         "INSERT INTO events (revision, kind, peer_id, at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
@@ -103,6 +121,42 @@ impl Store {
         match events.first() {
             Some(first) if first.revision == since + 1 => Ok(EventsAfter::Events(events)),
             _ => Ok(EventsAfter::Gone),
+        }
+    }
+
+    /// Like [`Store::events_after`], with each event's stored JSON as it is (a watch stream
+    /// sends it without parsing and encoding it again).
+    pub fn encoded_events_after(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> Result<EncodedEventsAfter, StoreError> {
+        if since > self.revision {
+            return Ok(EncodedEventsAfter::Gone);
+        }
+        if since == self.revision {
+            return Ok(EncodedEventsAfter::Events(Vec::new()));
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT revision, kind, body FROM events WHERE revision > ?1 ORDER BY revision LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                i64::try_from(since).unwrap_or(i64::MAX),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| {
+                Ok(EncodedEvent {
+                    revision: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                    kind: r.get(1)?,
+                    body: r.get(2)?,
+                })
+            },
+        )?;
+        let events = rows.collect::<Result<Vec<_>, _>>()?;
+        match events.first() {
+            Some(first) if first.revision == since + 1 => Ok(EncodedEventsAfter::Events(events)),
+            _ => Ok(EncodedEventsAfter::Gone),
         }
     }
 

@@ -30,12 +30,18 @@ impl ListedPeer {
         let json = serde_json::to_string(&*peer).ok().map(Arc::from);
         Self { peer, json }
     }
+
+    /// Bytes of JSON this entry holds.
+    pub(super) fn json_len(&self) -> usize {
+        self.json.as_ref().map_or(0, |j| j.len())
+    }
 }
 
 impl Store {
     /// The roster, ordered by address, optionally only peers carrying `tag`. Cheap: it shares
     /// the peers and their JSON; serialise it after the store is released.
     pub fn peer_list(&self, tag: Option<&Tag>) -> PeerListView {
+        self.visited(self.listing.len());
         let listed: Vec<&ListedPeer> = self
             .listing
             .values()

@@ -14,7 +14,7 @@ mod schema;
 mod tokens;
 
 pub use apps::{PutApp, ReportError};
-pub use events::EventsAfter;
+pub use events::{EncodedEvent, EncodedEventsAfter, EventsAfter};
 pub use listing::PeerListView;
 pub use peers::{
     CertificateRequest, HeartbeatError, HeartbeatOutcome, RegisterCommand, RegisterError,
@@ -30,7 +30,8 @@ use crate::placement::SlotKey;
 use crate::tokens::SecretHash;
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use tabbify_wire::mesh::{Peer, PeerId, RemovedPeer, RosterSnapshot};
@@ -84,6 +85,33 @@ pub struct PeerRecord {
     pub cert_serials: CertSerials,
 }
 
+/// What the store has done so far, counted (not timed) so tests can show that one change costs
+/// the same whatever the size of the roster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkCounters {
+    /// Rows SQLite inserted, updated or deleted (`sqlite3_total_changes`).
+    pub rows_written: u64,
+    /// Bytes of JSON the store produced (event bodies, listing fragments, peer columns).
+    pub bytes_serialised: u64,
+    /// Peer records a pass over the roster looked at.
+    pub peers_visited: u64,
+}
+
+impl WorkCounters {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &WorkCounters) -> WorkCounters {
+        WorkCounters {
+            rows_written: self.rows_written - earlier.rows_written,
+            bytes_serialised: self.bytes_serialised - earlier.bytes_serialised,
+            peers_visited: self.peers_visited - earlier.peers_visited,
+        }
+    }
+}
+
+/// How old the `last_seen` on disk may get while heartbeats keep arriving. Only a restart reads
+/// it, and liveness never counts time before a restart, so it need not follow every heartbeat.
+pub const LAST_SEEN_PERSIST_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub struct Store {
     conn: Connection,
     mesh: Ipv6Prefix,
@@ -103,6 +131,20 @@ pub struct Store {
     auth_generation: u64,
     /// Keys of peers an operator removed, refused at registration until re-admitted (by key).
     removed: HashMap<String, RemovedPeer>,
+    /// Peers counted online (kept up to date so `/health` does not walk the roster).
+    online: u64,
+    /// Peers whose `last_seen` / `resources` in memory are newer than on disk; written in one
+    /// transaction by [`Store::flush_heartbeats`].
+    unflushed: HashSet<PeerId>,
+    /// The `last_seen` each peer has on disk (for [`LAST_SEEN_PERSIST_EVERY`]).
+    durable_seen: HashMap<PeerId, Timestamp>,
+    /// Peers that left the roster or lost their certificates since the last
+    /// [`Store::take_auth_changes`].
+    auth_changes: Vec<PeerId>,
+    bytes_serialised: Cell<u64>,
+    peers_visited: Cell<u64>,
+    /// Placement ran at least once since the store was opened (`pending` is known).
+    placed_once: bool,
 }
 
 impl Store {
@@ -128,8 +170,18 @@ impl Store {
             pending: BTreeMap::new(),
             auth_generation: 0,
             removed: HashMap::with_capacity(removed_peers.len()),
+            online: 0,
+            unflushed: HashSet::new(),
+            durable_seen: HashMap::with_capacity(records.len()),
+            auth_changes: Vec::new(),
+            bytes_serialised: Cell::new(0),
+            peers_visited: Cell::new(0),
+            placed_once: false,
         };
         for rec in records {
+            store
+                .durable_seen
+                .insert(rec.peer.peer_id.clone(), rec.peer.last_seen);
             store.remember(rec);
         }
         for r in removed_peers {
@@ -158,8 +210,33 @@ impl Store {
 
     /// `(total, online)` peer counts.
     pub fn counts(&self) -> (u64, u64) {
-        let online = self.peers.values().filter(|r| r.peer.online).count();
-        (self.peers.len() as u64, online as u64)
+        (self.peers.len() as u64, self.online)
+    }
+
+    /// What the store has done since it was opened (see [`WorkCounters`]).
+    pub fn work(&self) -> WorkCounters {
+        WorkCounters {
+            rows_written: self.conn.total_changes(),
+            bytes_serialised: self.bytes_serialised.get(),
+            peers_visited: self.peers_visited.get(),
+        }
+    }
+
+    /// Counts `n` bytes of JSON produced.
+    fn serialised(&self, n: usize) {
+        self.bytes_serialised
+            .set(self.bytes_serialised.get() + n as u64);
+    }
+
+    /// Counts `n` peer records looked at by a pass over the roster.
+    fn visited(&self, n: usize) {
+        self.peers_visited.set(self.peers_visited.get() + n as u64);
+    }
+
+    /// The peers that left the roster or lost their certificates since the last call: their
+    /// open streams must re-check who they serve.
+    pub fn take_auth_changes(&mut self) -> Vec<PeerId> {
+        std::mem::take(&mut self.auth_changes)
     }
 
     pub fn peer(&self, peer_id: &str) -> Option<&Peer> {
@@ -190,6 +267,7 @@ impl Store {
         Ok(claimed)
     }
 
+    /// The whole roster as of now; prefer [`Store::peer_list`], which shares the peers' JSON.
     pub fn snapshot(&self) -> RosterSnapshot {
         let list = self.peer_list(None);
         RosterSnapshot {
@@ -199,18 +277,39 @@ impl Store {
     }
 
     fn remember(&mut self, rec: PeerRecord) {
-        self.listing
-            .insert(rec.subnet, listing::ListedPeer::new(Arc::clone(&rec.peer)));
+        let listed = listing::ListedPeer::new(Arc::clone(&rec.peer));
+        self.serialised(listed.json_len());
+        self.listing.insert(rec.subnet, listed);
         self.used.insert(rec.subnet);
         self.by_key.insert(
             rec.peer.public_key.as_str().to_string(),
             rec.peer.peer_id.clone(),
         );
-        self.peers.insert(rec.peer.peer_id.clone(), rec);
+        self.online += u64::from(rec.peer.online);
+        if let Some(old) = self.peers.insert(rec.peer.peer_id.clone(), rec) {
+            self.online -= u64::from(old.peer.online);
+        }
+    }
+
+    /// Replaces a known peer's public view (same key, same subnet): the hot path of a heartbeat.
+    fn refresh(&mut self, peer: Peer) {
+        let Some(rec) = self.peers.get_mut(&peer.peer_id) else {
+            return;
+        };
+        self.online = self.online - u64::from(rec.peer.online) + u64::from(peer.online);
+        rec.peer = Arc::new(peer);
+        let listed = listing::ListedPeer::new(Arc::clone(&rec.peer));
+        let n = listed.json_len();
+        self.listing.insert(rec.subnet, listed);
+        self.serialised(n);
     }
 
     fn forget(&mut self, peer_id: &str) -> Option<PeerRecord> {
         let rec = self.peers.remove(peer_id)?;
+        self.online -= u64::from(rec.peer.online);
+        self.unflushed.remove(peer_id);
+        self.durable_seen.remove(peer_id);
+        self.auth_changes.push(rec.peer.peer_id.clone());
         self.auth_generation += 1;
         self.listing.remove(&rec.subnet);
         self.used.remove(&rec.subnet);
@@ -219,14 +318,16 @@ impl Store {
     }
 
     /// Folds the WAL back into the main file (on a clean shutdown).
-    pub fn checkpoint(&self) -> Result<(), StoreError> {
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.flush_all_heartbeats()?;
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
 
     /// Checks that memory and file agree (used by tests after crashes and restarts).
-    pub fn verify_consistency(&self) -> Result<(), StoreError> {
+    pub fn verify_consistency(&mut self) -> Result<(), StoreError> {
+        self.flush_all_heartbeats()?;
         let on_disk = peers::load_all(&self.conn, self.mesh)?;
         if on_disk.len() != self.peers.len() {
             return Err(StoreError::Corrupt(format!(

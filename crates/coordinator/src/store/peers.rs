@@ -4,11 +4,12 @@
 use super::removed::{self, REMOVED_BY_OPERATOR};
 use super::{PeerRecord, Store, StoreError, events, ms, tokens as token_rows, ts};
 use crate::addressing::{self, AllocError, SubnetId};
-use crate::liveness::{self, LivenessChange, LivenessPolicy, PeerLiveness};
+use crate::liveness::{self, LivenessChange, LivenessPolicy, Verdict};
 use crate::node_auth::{CertSerials, NodeAuthError, NodeProof};
 use crate::registration::{self, Admission, AdmissionError, KnownPeer, PresentedToken};
 use crate::tokens;
 use rusqlite::{Connection, Row, Transaction, TransactionBehavior, params};
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 use tabbify_pki::{IssuedCert, MeshCa};
@@ -244,10 +245,11 @@ impl Store {
         if let Admission::Token { token_id } = &admission {
             token_rows::consume_use(&tx, token_id)?;
         }
-        write_peer(&tx, &record)?;
+        write_peer(&tx, &self.bytes_serialised, &record)?;
         let event = match kind {
             Some(kind) => Some(events::append(
                 &tx,
+                &self.bytes_serialised,
                 self.revision + 1,
                 kind,
                 &record.peer,
@@ -261,6 +263,10 @@ impl Store {
             self.revision += 1;
         }
         let peer = Peer::clone(&record.peer);
+        // Everything about the peer is on disk now.
+        self.unflushed.remove(&peer.peer_id);
+        self.durable_seen
+            .insert(peer.peer_id.clone(), peer.last_seen);
         self.remember(record);
         Ok(Registered {
             peer,
@@ -273,6 +279,16 @@ impl Store {
     }
 
     /// Records a heartbeat from the node `proof` identifies.
+    ///
+    /// A heartbeat that changes what other nodes see (coming back online, new tags, endpoints or
+    /// version) is one transaction with its event, committed before the answer. A plain one only
+    /// refreshes `last_seen` and `resources`: that happens in memory, and the peer is queued for
+    /// [`Store::flush_heartbeats`] (which the liveness task runs every second) when its
+    /// resources changed or its `last_seen` on disk is older than [`LAST_SEEN_PERSIST_EVERY`].
+    /// A kill -9 loses at most those refreshes; liveness after a restart never counts time
+    /// before the restart, so no peer is marked offline for it.
+    ///
+    /// [`LAST_SEEN_PERSIST_EVERY`]: super::LAST_SEEN_PERSIST_EVERY
     pub fn heartbeat(
         &mut self,
         proof: &NodeProof,
@@ -292,18 +308,19 @@ impl Store {
                 .map_err(HeartbeatError::TagNotAllowed)?;
         }
         let (peer, changed) = registration::heartbeat_applied(&rec.peer, req, now);
-        let record = PeerRecord {
-            peer: Arc::new(peer),
-            ..rec.clone()
-        };
-        let event = if changed {
+        if changed {
+            let record = PeerRecord {
+                peer: Arc::new(peer),
+                ..rec.clone()
+            };
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(StoreError::from)?;
-            write_peer(&tx, &record)?;
+            write_peer(&tx, &self.bytes_serialised, &record)?;
             let event = events::append(
                 &tx,
+                &self.bytes_serialised,
                 self.revision + 1,
                 RosterEventKind::Updated,
                 &record.peer,
@@ -311,28 +328,79 @@ impl Store {
             )?;
             tx.commit().map_err(StoreError::from)?;
             self.revision += 1;
-            Some(event)
-        } else {
-            // The hot path: one small autocommit update, no event.
-            self.conn
-                .prepare_cached(
-                    "UPDATE peers SET last_seen = ?2, resources = ?3 WHERE peer_id = ?1",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        record.peer.peer_id,
-                        ms(now),
-                        resources_json(record.peer.resources.as_ref())
-                    ])
-                })
-                .map_err(StoreError::from)?;
-            None
-        };
-        self.remember(record);
+            self.unflushed.remove(&peer_id);
+            self.durable_seen.insert(peer_id, now);
+            self.remember(record);
+            return Ok(HeartbeatOutcome {
+                event: Some(event),
+                revision: self.revision,
+            });
+        }
+        let resources_changed = peer.resources != rec.peer.resources;
+        let seen_on_disk = self.durable_seen.get(&peer_id).copied().unwrap_or_default();
+        let stale = now.unix_ms().saturating_sub(seen_on_disk.unix_ms())
+            >= u64::try_from(super::LAST_SEEN_PERSIST_EVERY.as_millis()).unwrap_or(u64::MAX);
+        if resources_changed || stale {
+            self.unflushed.insert(peer_id);
+        }
+        self.refresh(peer);
         Ok(HeartbeatOutcome {
-            event,
+            event: None,
             revision: self.revision,
         })
+    }
+
+    /// Writes the queued heartbeat refreshes (`last_seen`, `resources`) in one transaction.
+    /// Returns how many peers were written.
+    pub fn flush_heartbeats(&mut self) -> Result<usize, StoreError> {
+        if self.unflushed.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = self.unflushed.drain().collect();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut written = Vec::with_capacity(ids.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE peers SET last_seen = ?2, resources = ?3 WHERE peer_id = ?1",
+            )?;
+            for id in &ids {
+                let Some(rec) = self.peers.get(id) else {
+                    continue;
+                };
+                let resources = resources_json(rec.peer.resources.as_ref());
+                self.bytes_serialised.set(
+                    self.bytes_serialised.get() + resources.as_ref().map_or(0, |r| r.len() as u64),
+                );
+                stmt.execute(params![id, ms(rec.peer.last_seen), resources])?;
+                written.push((id, rec.peer.last_seen));
+            }
+        }
+        let n = written.len();
+        if let Err(e) = tx.commit() {
+            // Nothing was written: try again next time.
+            self.unflushed.extend(ids);
+            return Err(e.into());
+        }
+        for (id, seen) in written {
+            self.durable_seen.insert(id.clone(), seen);
+        }
+        Ok(n)
+    }
+
+    /// Writes every heartbeat refresh that memory has and disk does not (a clean shutdown,
+    /// consistency checks).
+    pub fn flush_all_heartbeats(&mut self) -> Result<usize, StoreError> {
+        self.visited(self.peers.len());
+        let behind: Vec<String> = self
+            .peers
+            .values()
+            .filter(|r| self.durable_seen.get(&r.peer.peer_id) != Some(&r.peer.last_seen))
+            .map(|r| r.peer.peer_id.clone())
+            .collect();
+        self.unflushed.extend(behind);
+        self.flush_heartbeats()
     }
 
     /// Issues a new certificate to the node `proof` identifies (its current one may have
@@ -374,6 +442,7 @@ impl Store {
         if let Some(rec) = self.peers.get_mut(peer_id) {
             rec.cert_serials = CertSerials::default();
         }
+        self.auth_changes.push(peer_id.to_string());
         self.auth_generation += 1;
         Ok(true)
     }
@@ -392,8 +461,14 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (event, removed) =
-            removed::remove_in(&tx, rec, self.revision + 1, REMOVED_BY_OPERATOR, now)?;
+        let (event, removed) = removed::remove_in(
+            &tx,
+            &self.bytes_serialised,
+            rec,
+            self.revision + 1,
+            REMOVED_BY_OPERATOR,
+            now,
+        )?;
         tx.commit()?;
         self.revision += 1;
         self.forget(peer_id);
@@ -408,16 +483,20 @@ impl Store {
         serving_since: Timestamp,
         now: Timestamp,
     ) -> Result<Vec<RosterEvent>, StoreError> {
-        let view: Vec<PeerLiveness> = self
+        self.visited(self.peers.len());
+        let mut changes: Vec<LivenessChange> = self
             .peers
             .values()
-            .map(|r| PeerLiveness {
-                peer_id: r.peer.peer_id.clone(),
-                last_seen: r.peer.last_seen,
-                online: r.peer.online,
+            .filter_map(|r| {
+                let p = &r.peer;
+                liveness::judge(policy, p.last_seen, p.online, serving_since, now).map(
+                    |v| match v {
+                        Verdict::Offline => LivenessChange::Offline(p.peer_id.clone()),
+                        Verdict::Purge => LivenessChange::Purge(p.peer_id.clone()),
+                    },
+                )
             })
             .collect();
-        let mut changes = liveness::decide(policy, &view, serving_since, now);
         if changes.is_empty() {
             return Ok(Vec::new());
         }
@@ -445,6 +524,7 @@ impl Store {
                     )?;
                     out.push(events::append(
                         &tx,
+                        &self.bytes_serialised,
                         revision,
                         RosterEventKind::Offline,
                         &rec.peer,
@@ -458,6 +538,7 @@ impl Store {
                     last.online = false;
                     out.push(events::append(
                         &tx,
+                        &self.bytes_serialised,
                         revision,
                         RosterEventKind::Removed,
                         &last,
@@ -523,12 +604,30 @@ fn resources_json(r: Option<&NodeResources>) -> Option<String> {
     r.and_then(|r| serde_json::to_string(r).ok())
 }
 
-fn write_peer(tx: &Transaction<'_>, rec: &PeerRecord) -> Result<(), StoreError> {
+fn write_peer(
+    tx: &Transaction<'_>,
+    serialised: &Cell<u64>,
+    rec: &PeerRecord,
+) -> Result<(), StoreError> {
     let p = &rec.peer;
     let allowed = match &rec.allowed_tags {
         Some(t) => Some(serde_json::to_string(t)?),
         None => None,
     };
+    let tags = serde_json::to_string(&p.tags)?;
+    let endpoints = serde_json::to_string(&p.endpoints)?;
+    let resources = resources_json(p.resources.as_ref());
+    let n = [
+        allowed.as_ref(),
+        Some(&tags),
+        Some(&endpoints),
+        resources.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(String::len)
+    .sum::<usize>();
+    serialised.set(serialised.get() + n as u64);
     tx.prepare_cached(
         "INSERT INTO peers (peer_id, public_key, subnet, display_name, tags, allowed_tags,
              endpoints, version, resources, credential_hash, joined_at, last_seen, online,
@@ -547,11 +646,11 @@ fn write_peer(tx: &Transaction<'_>, rec: &PeerRecord) -> Result<(), StoreError> 
         p.public_key.as_str(),
         i64::from(rec.subnet),
         p.display_name,
-        serde_json::to_string(&p.tags)?,
+        tags,
         allowed,
-        serde_json::to_string(&p.endpoints)?,
+        endpoints,
         p.version,
-        resources_json(p.resources.as_ref()),
+        resources,
         &rec.credential_hash[..],
         ms(p.joined_at.unwrap_or(p.last_seen)),
         ms(p.last_seen),

@@ -7,6 +7,7 @@
 use super::{PeerRecord, Store, StoreError, events, ms, tokens as token_rows, ts};
 use crate::store::RevokeError;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use std::cell::Cell;
 use tabbify_wire::mesh::{Peer, RemovedPeer, RosterEvent, RosterEventKind};
 use tabbify_wire::{PublicKeyB64, Timestamp};
 
@@ -63,6 +64,7 @@ fn insert(tx: &Transaction<'_>, r: &RemovedPeer) -> Result<(), StoreError> {
 /// the caller's transaction.
 pub(super) fn remove_in(
     tx: &Transaction<'_>,
+    serialised: &Cell<u64>,
     rec: &PeerRecord,
     revision: u64,
     reason: &str,
@@ -82,7 +84,14 @@ pub(super) fn remove_in(
     insert(tx, &removed)?;
     let mut last = Peer::clone(&rec.peer);
     last.online = false;
-    let event = events::append(tx, revision, RosterEventKind::Removed, &last, now)?;
+    let event = events::append(
+        tx,
+        serialised,
+        revision,
+        RosterEventKind::Removed,
+        &last,
+        now,
+    )?;
     Ok((event, removed))
 }
 
@@ -125,6 +134,7 @@ impl Store {
         id: &str,
         now: Timestamp,
     ) -> Result<CascadeRevoked, RevokeError> {
+        self.visited(self.peers.len());
         let mut admitted: Vec<&PeerRecord> = self
             .peers
             .values()
@@ -144,7 +154,7 @@ impl Store {
         let mut removed = Vec::with_capacity(admitted.len());
         for rec in &admitted {
             revision += 1;
-            let (ev, r) = remove_in(&tx, rec, revision, &reason, now)?;
+            let (ev, r) = remove_in(&tx, &self.bytes_serialised, rec, revision, &reason, now)?;
             events.push(ev);
             removed.push(r);
         }

@@ -145,6 +145,51 @@ fn open_join_and_admission_kinds() {
 }
 
 #[test]
+fn plain_heartbeats_are_batched_and_a_crash_loses_only_their_last_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&dir);
+    let token = reusable_token(&mut store);
+    let reg = store
+        .register(command(request(1), Some(&token)), T0)
+        .unwrap();
+    let proof = cred_proof(&reg.credential);
+    let soon = Timestamp(T0.0 + 1_000);
+    let joined = store.work();
+    store
+        .heartbeat(&proof, false, &HeartbeatRequest::default(), soon)
+        .unwrap();
+    assert_eq!(
+        store.work().since(&joined).rows_written,
+        0,
+        "a plain heartbeat writes no row"
+    );
+    assert_eq!(
+        store.flush_heartbeats().unwrap(),
+        0,
+        "last_seen on disk is fresh enough"
+    );
+    // No flush, no clean shutdown: as after kill -9.
+    drop(store);
+    let mut store = open(&dir);
+    let peer = store.peer(&reg.peer.peer_id).unwrap().clone();
+    assert!(peer.online, "the peer is still online");
+    assert_eq!(peer.last_seen, T0, "only the in-memory last_seen was lost");
+
+    // New resources, or a last_seen on disk older than a minute, are queued and flushed in one
+    // transaction.
+    let later = Timestamp(T0.0 + LAST_SEEN_PERSIST_EVERY.as_millis() as u64 + 1);
+    store
+        .heartbeat(&proof, false, &HeartbeatRequest::default(), later)
+        .unwrap();
+    assert_eq!(store.flush_heartbeats().unwrap(), 1);
+    assert_eq!(store.flush_heartbeats().unwrap(), 0);
+    drop(store);
+    let mut store = open(&dir);
+    assert_eq!(store.peer(&reg.peer.peer_id).unwrap().last_seen, later);
+    store.verify_consistency().unwrap();
+}
+
+#[test]
 fn heartbeat_events_and_unknown_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(&dir);
@@ -185,9 +230,9 @@ fn heartbeat_events_and_unknown_credentials() {
             ))
         ));
     }
-    // Last-seen of the hot path survives a reopen.
+    // The change that made an event is on disk.
     drop(store);
-    let store = open(&dir);
+    let mut store = open(&dir);
     store.verify_consistency().unwrap();
     assert_eq!(store.peer(&reg.peer.peer_id).unwrap().tags.len(), 2);
 }
@@ -269,7 +314,7 @@ fn events_after_pruning_and_resume() {
         matches!(store.events_after(6, 5).unwrap(), EventsAfter::Events(v) if v[0].revision == 7)
     );
     drop(store);
-    let store = open(&dir);
+    let mut store = open(&dir);
     assert_eq!(
         store.revision(),
         10,

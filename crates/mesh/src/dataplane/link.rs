@@ -1,16 +1,22 @@
 //! One peer's live state: its boringtun tunnel, where to send to it (learned by roaming), and its
 //! counters. The tunnel and endpoint share one lock, taken once per packet; counters are atomics
 //! so `stats()` never waits for a packet thread.
+//!
+//! An idle peer costs little: the tunnel (boringtun's `Tunn`, about 11 KiB with its precomputed
+//! Diffie-Hellman) is made only when a packet is sent to the peer or a handshake initiation from
+//! it arrives, and it is dropped again after [`IDLE_AFTER`] without a data packet either way (the
+//! persistent keepalive keeps NAT mappings open while the tunnel exists, not for ever). So a
+//! roster of 100,000 peers is cheap to apply and to hold.
 
 use super::batch::DatagramBatch;
-use super::packet::{DATA_OVERHEAD, MSG_COOKIE_REPLY, MSG_DATA};
+use super::packet::{DATA_OVERHEAD, MSG_COOKIE_REPLY, MSG_DATA, MSG_HANDSHAKE_INIT};
 use super::transport::{UdpTransport, endpoint_of_source};
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tabbify_wire::Endpoint;
@@ -35,8 +41,18 @@ fn bump(c: &AtomicU64, by: u64) {
 }
 
 struct LinkState {
-    tunn: Tunn,
+    /// `None` while the peer is idle (see the module doc).
+    tunn: Option<Box<Tunn>>,
     endpoint: Option<Endpoint>,
+}
+
+/// A tunnel with no data packet either way for this long is dropped (the peer is idle again).
+pub const IDLE_AFTER: Duration = Duration::from_secs(300);
+
+/// What it takes to make a peer's tunnel when it is first needed, shared by every peer.
+pub struct TunnelFactory {
+    pub own_secret: StaticSecret,
+    pub rate_limiter: Arc<RateLimiter>,
 }
 
 /// One peer's tunnel.
@@ -44,7 +60,13 @@ pub struct Link {
     pub public_key: [u8; 32],
     /// The 24-bit index boringtun embeds in this tunnel's session indices.
     pub index: u32,
+    persistent_keepalive: Option<u16>,
+    factory: Arc<TunnelFactory>,
     state: Mutex<LinkState>,
+    /// True while `state.tunn` is `Some` (read by the timer thread without the lock).
+    active: AtomicBool,
+    /// Data packets either way when the timer last looked, and when that count last moved.
+    activity: Mutex<(u64, std::time::Instant)>,
     pub counters: LinkCounters,
 }
 
@@ -72,26 +94,25 @@ pub struct LinkSnapshot {
 }
 
 impl Link {
+    /// A peer with no tunnel yet.
     pub fn new(
-        own_secret: &StaticSecret,
+        factory: Arc<TunnelFactory>,
         public_key: [u8; 32],
         index: u32,
         endpoint: Option<Endpoint>,
         persistent_keepalive: Option<u16>,
-        rate_limiter: Arc<RateLimiter>,
     ) -> Self {
-        let tunn = Tunn::new(
-            own_secret.clone(),
-            PublicKey::from(public_key),
-            None,
-            persistent_keepalive,
-            index,
-            Some(rate_limiter),
-        );
         Self {
             public_key,
             index,
-            state: Mutex::new(LinkState { tunn, endpoint }),
+            persistent_keepalive,
+            factory,
+            state: Mutex::new(LinkState {
+                tunn: None,
+                endpoint,
+            }),
+            active: AtomicBool::new(false),
+            activity: Mutex::new((0, std::time::Instant::now())),
             counters: LinkCounters::default(),
         }
     }
@@ -99,6 +120,30 @@ impl Link {
     fn lock(&self) -> MutexGuard<'_, LinkState> {
         // A panic in another packet thread must not wedge the peer: the state is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The peer's tunnel, made now if it has none.
+    fn tunnel<'s>(&self, st: &'s mut LinkState) -> &'s mut Tunn {
+        if st.tunn.is_none() {
+            self.active.store(true, Ordering::Release);
+            *self.activity.lock().unwrap_or_else(|p| p.into_inner()) =
+                (self.data_packets(), std::time::Instant::now());
+        }
+        st.tunn.get_or_insert_with(|| {
+            Box::new(Tunn::new(
+                self.factory.own_secret.clone(),
+                PublicKey::from(self.public_key),
+                None,
+                self.persistent_keepalive,
+                self.index,
+                Some(self.factory.rate_limiter.clone()),
+            ))
+        })
+    }
+
+    /// True while the peer holds a tunnel (it is not idle).
+    pub fn has_tunnel(&self) -> bool {
+        self.active.load(Ordering::Acquire)
     }
 
     pub fn set_endpoint(&self, endpoint: Option<Endpoint>) {
@@ -109,7 +154,7 @@ impl Link {
         let st = self.lock();
         LinkSnapshot {
             endpoint: st.endpoint,
-            last_handshake: st.tunn.time_since_last_handshake(),
+            last_handshake: st.tunn.as_ref().and_then(|t| t.time_since_last_handshake()),
         }
     }
 
@@ -137,7 +182,7 @@ impl Link {
             done += 1;
             let slot = batch.next_slot();
             let slot_start = slot.as_ptr();
-            let (len, is_data) = match st.tunn.encapsulate(packet, slot) {
+            let (len, is_data) = match self.tunnel(&mut st).encapsulate(packet, slot) {
                 TunnResult::WriteToNetwork(datagram) => {
                     debug_assert_eq!(datagram.as_ptr(), slot_start);
                     // Without a session boringtun queues the packet and hands back a handshake.
@@ -173,10 +218,17 @@ impl Link {
         udp: &UdpTransport,
     ) -> Result<Inbound<'o>, WireGuardError> {
         let mut st = self.lock();
+        if st.tunn.is_none() && kind != MSG_HANDSHAKE_INIT {
+            // No tunnel means no session: nothing but a new handshake can be for us.
+            return Err(WireGuardError::WrongIndex);
+        }
         // Reduce boringtun's result (which borrows `out`) to positions first, so that `out` can
         // be reused for queued packets and returned without fighting the borrow checker.
         let out_start = out.as_ptr();
-        let step = match st.tunn.decapsulate(Some(from.ip()), datagram, out) {
+        let step = match self
+            .tunnel(&mut st)
+            .decapsulate(Some(from.ip()), datagram, out)
+        {
             TunnResult::WriteToNetwork(reply) => {
                 debug_assert_eq!(reply.as_ptr(), out_start);
                 Step::Reply(reply.len())
@@ -202,7 +254,9 @@ impl Link {
                 self.roam(&mut st, from);
                 let to = st.endpoint;
                 // Packets queued while the handshake ran go out now.
-                while let TunnResult::WriteToNetwork(queued) = st.tunn.decapsulate(None, &[], out) {
+                while let TunnResult::WriteToNetwork(queued) =
+                    self.tunnel(&mut st).decapsulate(None, &[], out)
+                {
                     if let Some(to) = &to {
                         let n = queued.len();
                         if udp.send_to_endpoint(queued, to).is_ok() {
@@ -263,10 +317,40 @@ impl Link {
     }
 
     /// Runs boringtun's timers (handshake retries, rekeys, keepalives) and sends what they ask.
+    fn data_packets(&self) -> u64 {
+        self.counters.rx_packets.load(Ordering::Relaxed)
+            + self.counters.tx_packets.load(Ordering::Relaxed)
+    }
+
+    /// True when no data packet went either way for [`IDLE_AFTER`].
+    fn idle_for_long(&self) -> bool {
+        let now_count = self.data_packets();
+        let mut seen = self.activity.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.0 != now_count {
+            *seen = (now_count, std::time::Instant::now());
+            return false;
+        }
+        seen.1.elapsed() >= IDLE_AFTER
+    }
+
+    /// An idle peer (no tunnel) costs one atomic load here. A tunnel without data for
+    /// [`IDLE_AFTER`], or whose session expired, is dropped and the peer is idle again.
     pub fn tick(&self, out: &mut [u8], udp: &UdpTransport) {
+        if !self.has_tunnel() {
+            return;
+        }
         let mut st = self.lock();
+        if self.idle_for_long() {
+            st.tunn = None;
+            self.active.store(false, Ordering::Release);
+            tracing::debug!(peer = %super::keys::encode_key(&self.public_key), "no traffic; the peer is idle again");
+            return;
+        }
         let endpoint = st.endpoint;
-        match st.tunn.update_timers(out) {
+        let Some(tunn) = st.tunn.as_mut() else {
+            return;
+        };
+        match tunn.update_timers(out) {
             TunnResult::WriteToNetwork(datagram) => {
                 if let Some(to) = endpoint {
                     drop(st);
@@ -275,7 +359,12 @@ impl Link {
                     }
                 }
             }
-            TunnResult::Err(WireGuardError::ConnectionExpired) | TunnResult::Done => {}
+            TunnResult::Err(WireGuardError::ConnectionExpired) => {
+                st.tunn = None;
+                self.active.store(false, Ordering::Release);
+                tracing::debug!(peer = %super::keys::encode_key(&self.public_key), "session expired; the peer is idle again");
+            }
+            TunnResult::Done => {}
             TunnResult::Err(e) => tracing::debug!(error = ?e, "timer update failed"),
             _ => {}
         }

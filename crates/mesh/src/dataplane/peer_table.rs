@@ -8,7 +8,7 @@
 
 use super::config::PeerConfig;
 use super::keys::encode_key;
-use super::link::Link;
+use super::link::{Link, TunnelFactory};
 use super::peer_plan::{PeerAction, PlanContext, Rejection, plan_peers};
 use super::prefix_table::PrefixTable;
 use boringtun::noise::rate_limiter::RateLimiter;
@@ -133,8 +133,7 @@ pub struct ApplySummary {
 /// The single writer of the peer set.
 pub struct PeerControl {
     ctx: PlanContext,
-    secret: StaticSecret,
-    rate_limiter: Arc<RateLimiter>,
+    factory: Arc<TunnelFactory>,
     current: Vec<PeerConfig>,
     links: HashMap<[u8; 32], Arc<Link>>,
     next_index: u32,
@@ -144,8 +143,10 @@ impl PeerControl {
     pub fn new(ctx: PlanContext, secret: StaticSecret, rate_limiter: Arc<RateLimiter>) -> Self {
         Self {
             ctx,
-            secret,
-            rate_limiter,
+            factory: Arc::new(TunnelFactory {
+                own_secret: secret,
+                rate_limiter,
+            }),
             current: Vec::new(),
             links: HashMap::new(),
             // A random start makes a restarted node's session indices unlike its last run's.
@@ -186,7 +187,7 @@ impl PeerControl {
         }
         for key in &plan.removed {
             self.links.remove(key);
-            tracing::info!(peer = %encode_key(key), "peer removed");
+            tracing::debug!(peer = %encode_key(key), "peer removed");
         }
         let mut in_use: HashSet<u32> = self.links.values().map(|l| l.index).collect();
         let mut entries = Vec::with_capacity(plan.accepted.len());
@@ -203,7 +204,7 @@ impl PeerControl {
                     if let Some(e) = endpoint {
                         link.set_endpoint(e);
                     }
-                    tracing::info!(peer = %encode_key(&config.public_key), allowed = %config.allowed, "peer updated");
+                    tracing::debug!(peer = %encode_key(&config.public_key), allowed = %config.allowed, "peer updated");
                     link
                 }
                 (_, old) => {
@@ -214,12 +215,11 @@ impl PeerControl {
                     let index = self.allocate_index(&in_use);
                     in_use.insert(index);
                     let link = Arc::new(Link::new(
-                        &self.secret,
+                        Arc::clone(&self.factory),
                         config.public_key,
                         index,
                         config.endpoint,
                         config.persistent_keepalive,
-                        self.rate_limiter.clone(),
                     ));
                     tracing::debug!(peer = %encode_key(&config.public_key), allowed = %config.allowed, "peer added");
                     self.links.insert(config.public_key, link.clone());
@@ -301,6 +301,29 @@ mod tests {
         let l3 = t.by_key(&[3; 32]).unwrap().link.index;
         assert_ne!(l3, link1.index);
         assert!(l3 < INDEX_SPACE);
+    }
+
+    #[test]
+    fn idle_peers_hold_no_tunnel() {
+        let (mut ctl, slot) = control();
+        let peers: Vec<PeerConfig> = (1..=200u16)
+            .map(|n| {
+                let mut p = peer(0, n);
+                p.public_key[..2].copy_from_slice(&n.to_le_bytes());
+                p.public_key[31] = 1;
+                p.persistent_keepalive = Some(25);
+                p
+            })
+            .collect();
+        let s = ctl.apply(peers, &slot);
+        assert_eq!(s.created, 200);
+        let t = slot.load();
+        assert_eq!(t.entries().len(), 200);
+        assert!(
+            t.entries().iter().all(|e| !e.link.has_tunnel()),
+            "no boringtun state until a packet or a handshake needs it"
+        );
+        assert!(t.entries()[0].link.snapshot().last_handshake.is_none());
     }
 
     #[test]
