@@ -271,23 +271,8 @@ impl MeshCa {
         validity: Duration,
         now: u64,
     ) -> Result<IssuedCert, CaError> {
-        if csr_pem.len() > 16 * 1024 {
-            return Err(CaError::BadCsr("larger than 16 KiB".into()));
-        }
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| CaError::BadCsr(e.to_string()))?;
-        let mut params = server_params(names, "tabbify service", validity, now)?;
-        let serial = random_serial();
-        let serial_hex = hex::encode(serial.to_bytes());
-        params.serial_number = Some(serial);
-        let cert = params
-            .signed_by(&csr.public_key, &self.issuer)
-            .map_err(issue_err)?;
-        Ok(IssuedCert {
-            chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
-            serial: serial_hex,
-            not_after: now + validity.as_secs(),
-        })
+        let params = server_params(names, "tabbify service", validity, now)?;
+        self.sign_csr(csr_pem, params, now + validity.as_secs())
     }
 
     /// A client certificate for a node's CSR. Only the CSR's public key is used (its signature
@@ -303,11 +288,6 @@ impl MeshCa {
         ttl: Duration,
         now: u64,
     ) -> Result<IssuedCert, CaError> {
-        if csr_pem.len() > 16 * 1024 {
-            return Err(CaError::BadCsr("larger than 16 KiB".into()));
-        }
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| CaError::BadCsr(e.to_string()))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, peer_id);
@@ -327,10 +307,26 @@ impl MeshCa {
         let not_after = now + ttl.as_secs();
         params.not_before = offset(now.saturating_sub(CLOCK_SKEW.as_secs()));
         params.not_after = offset(not_after);
+        params.use_authority_key_identifier_extension = true;
+        self.sign_csr(csr_pem, params, not_after)
+    }
+
+    /// Signs `params` for the public key of `csr_pem` (nothing else in the CSR is used), with a
+    /// fresh serial; the chain is the certificate then the CA.
+    fn sign_csr(
+        &self,
+        csr_pem: &str,
+        mut params: CertificateParams,
+        not_after: u64,
+    ) -> Result<IssuedCert, CaError> {
+        if csr_pem.len() > 16 * 1024 {
+            return Err(CaError::BadCsr("larger than 16 KiB".into()));
+        }
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| CaError::BadCsr(e.to_string()))?;
         let serial = random_serial();
         let serial_hex = hex::encode(serial.to_bytes());
         params.serial_number = Some(serial);
-        params.use_authority_key_identifier_extension = true;
         let cert = params
             .signed_by(&csr.public_key, &self.issuer)
             .map_err(issue_err)?;
